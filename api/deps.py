@@ -1,0 +1,32 @@
+"""Clients created once at start-up and injected into routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi import Request
+
+from api.producer import AckProducer
+from pulse.keys import RedisKeys
+from pulse.settings import Settings
+
+
+def settings(request: Request) -> Settings:
+    value: Settings = request.app.state.settings
+    return value
+
+
+def redis_client(request: Request) -> aioredis.Redis:
+    value: aioredis.Redis = request.app.state.redis
+    return value
+
+
+def producer(request: Request) -> AckProducer:
+    value: AckProducer = request.app.state.producer
+    return value
+
+
+def keys(request: Request) -> RedisKeys:
+    value: RedisKeys = request.app.state.keys
+    return value

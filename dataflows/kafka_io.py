@@ -1,0 +1,113 @@
+"""Kafka connectors for the personalization flow: source, sinks, dead letters."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from bytewax.connectors.kafka import (
+    KafkaError,
+    KafkaSink,
+    KafkaSinkMessage,
+    KafkaSource,
+    KafkaSourceMessage,
+)
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
+
+from engine.decode import DeadLetter, decode_event
+from engine.events import BaseEvent
+from engine.triggers import Trigger
+from pulse.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RawMessage = KafkaSourceMessage[bytes | None, bytes | None]
+
+_PRODUCER_CONFIG = {
+    # Idempotent, fully acknowledged writes: a retried send is never duplicated
+    # and an acknowledged one is never lost.
+    "enable.idempotence": "true",
+    "acks": "all",
+    "linger.ms": "1",
+    "compression.type": "lz4",
+}
+
+
+def events_source(settings: Settings) -> KafkaSource:
+    return KafkaSource(
+        [settings.kafka],
+        [settings.events_topic],
+        starting_offset=OFFSET_BEGINNING if settings.start_from == "earliest" else OFFSET_END,
+        # Consumer errors (broker restarts) are logged, not raised: librdkafka
+        # reconnects on its own and the flow must not die with the broker.
+        raise_on_errors=False,
+        batch_size=500,
+        add_config={"fetch.wait.max.ms": "5", "statistics.interval.ms": "0"},
+    )
+
+
+def sink(settings: Settings) -> KafkaSink:
+    return KafkaSink([settings.kafka], topic=None, add_config=dict(_PRODUCER_CONFIG))
+
+
+class Decoded:
+    """An event decoded from a source record, or the dead letter it became."""
+
+    __slots__ = ("item", "offset", "partition", "topic")
+
+    def __init__(
+        self, item: BaseEvent | DeadLetter, topic: str | None, partition: int | None,
+        offset: int | None,
+    ) -> None:
+        self.item = item
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+
+
+def decode(msg: RawMessage | KafkaError[bytes | None, bytes | None]) -> Decoded:
+    if isinstance(msg, KafkaError):
+        src = msg.msg
+        return Decoded(
+            DeadLetter(f"kafka error: {msg.err}", src.value or b""),
+            src.topic, src.partition, src.offset,
+        )
+    return Decoded(decode_event(msg.value, time.time()), msg.topic, msg.partition, msg.offset)
+
+
+def dead_letter_message(settings: Settings, decoded: Decoded) -> KafkaSinkMessage[bytes, bytes]:
+    """A DLQ record: the original bytes as the value, the facts in headers and key."""
+    assert isinstance(decoded.item, DeadLetter)
+    letter = decoded.item
+    log.warning(
+        "dead letter from %s[%s]@%s: %s", decoded.topic, decoded.partition, decoded.offset,
+        letter.reason,
+    )
+    headers: list[tuple[str, bytes]] = [
+        ("pulse.reason", letter.reason.encode()[:4000]),
+        ("pulse.source.topic", str(decoded.topic).encode()),
+        ("pulse.source.partition", str(decoded.partition).encode()),
+        ("pulse.source.offset", str(decoded.offset).encode()),
+    ]
+    key = f"{decoded.topic}:{decoded.partition}:{decoded.offset}".encode()
+    return KafkaSinkMessage(key, letter.raw, topic=settings.events_dlq_topic, headers=headers)
+
+
+def trigger_message(settings: Settings, trigger: Trigger) -> KafkaSinkMessage[bytes, bytes]:
+    value: Any = orjson.dumps(
+        {
+            "trigger_id": trigger.trigger_id,
+            "rule_id": trigger.rule_id,
+            "customer_id": trigger.customer_id,
+            "origin_event_id": trigger.origin_event_id,
+            "fired_at": trigger.fired_at,
+            "channel": trigger.channel,
+            "payload": trigger.payload,
+        }
+    )
+    return KafkaSinkMessage(
+        trigger.customer_id.encode(), value, topic=settings.triggers_topic,
+        headers=[("pulse.trigger_id", trigger.trigger_id.encode())],
+    )

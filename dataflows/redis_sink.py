@@ -1,0 +1,38 @@
+"""Writes customer serving views to Redis: absolute values, pipelined per batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from engine.profile import CustomerState, profile_view
+from pulse.keys import RedisKeys
+
+
+class _ProfilePartition(StatelessSinkPartition[CustomerState]):
+    def __init__(self, url: str, keys: RedisKeys) -> None:
+        self._client: redis.Redis = redis.Redis.from_url(url)
+        self._keys = keys
+
+    def write_batch(self, items: list[CustomerState]) -> None:
+        # One write per customer per batch: the last state wins, and since the
+        # view is absolute, rewriting it after a replay cannot double count.
+        latest = {state.customer_id: state for state in items}
+        pipe = self._client.pipeline(transaction=False)
+        for customer_id, state in latest.items():
+            pipe.hset(self._keys.profile(customer_id), mapping=profile_view(state))
+        pipe.execute()
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class RedisProfileSink(DynamicSink[CustomerState]):
+    def __init__(self, url: str, keys: RedisKeys) -> None:
+        self._url = url
+        self._keys = keys
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _ProfilePartition:
+        return _ProfilePartition(self._url, self._keys)

@@ -1,0 +1,51 @@
+"""Runs the personalization flow with recovery, locally or as one process of a cluster."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.run import cli_main
+
+from dataflows.personalize import build_flow
+from pulse.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def ensure_recovery_dir(path: Path, partitions: int) -> None:
+    """Create the recovery partitions once; later runs resume from them."""
+    if path.exists() and any(path.glob("part-*.sqlite3")):
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    init_db_dir(path, partitions)
+    log.info("created %d recovery partition(s) in %s", partitions, path)
+
+
+def run(
+    settings: Settings,
+    *,
+    recovery_dir: Path | None,
+    process_id: int | None = None,
+    addresses: list[str] | None = None,
+) -> None:
+    flow = build_flow(settings)
+    recovery = None
+    if recovery_dir is not None:
+        ensure_recovery_dir(recovery_dir, max(1, len(addresses or [])))
+        recovery = RecoveryConfig(str(recovery_dir))
+    log.info(
+        "dataflow starting: %s -> profiles in %s, triggers to %s (recovery %s)",
+        settings.events_topic, settings.redis, settings.triggers_topic,
+        recovery_dir or "off",
+    )
+    cli_main(
+        flow,
+        workers_per_process=settings.workers,
+        process_id=process_id,
+        addresses=addresses,
+        epoch_interval=timedelta(seconds=settings.snapshot_interval_s),
+        recovery_config=recovery,
+    )

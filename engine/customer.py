@@ -1,0 +1,153 @@
+"""The per-customer state machine: ``apply(state, event, now) -> (state, effects)``.
+
+Pure: no I/O, no clocks (``now`` is passed in), no runtime imports. The dataflow
+turns the returned effects into Redis writes and Kafka records, and asks
+``next_due`` when to call ``fire_due`` for delayed rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from engine import events as ev
+from engine.profile import RECENT_ITEMS, CartLine, CustomerState
+from engine.triggers import DelayedRule, Timer, Trigger, trigger_id
+
+
+class ProfileChanged(msgspec.Struct, frozen=True):
+    """The customer's serving view must be rewritten from this state."""
+
+    state: CustomerState
+
+
+class TriggerFired(msgspec.Struct, frozen=True):
+    trigger: Trigger
+
+
+Effect = ProfileChanged | TriggerFired
+
+
+class Engine:
+    """The rules in force plus the transition functions."""
+
+    def __init__(self, rules: Sequence[DelayedRule] = ()) -> None:
+        self.rules = tuple(rules)
+
+    def apply(
+        self, state: CustomerState | None, event: ev.BaseEvent, now: float
+    ) -> tuple[CustomerState, list[Effect]]:
+        if state is None:
+            state = CustomerState(customer_id=event.customer_key)
+        ts = event.ts
+        kind = ev.event_type(event)
+        # A timer due before this event fires first, on the state it was due
+        # on: keeps event-time order when the stream runs behind or replays.
+        effects: list[Effect] = self._fire(state, min(now, ts))
+        if state.events_total == 0 or ts < state.first_seen:
+            state.first_seen = ts
+        state.last_seen = max(state.last_seen, ts)
+        state.events_total += 1
+        state.event_counts[kind] = state.event_counts.get(kind, 0) + 1
+        _update_profile(state, event, ts)
+
+        for rule in self.rules:
+            if kind in rule.cancel_on:
+                state.timers.pop(rule.rule_id, None)
+            elif kind in rule.start_on:
+                state.timers[rule.rule_id] = Timer(ts + rule.delay_s, event.event_id)
+        effects.append(ProfileChanged(state))
+        return state, effects
+
+    def fire_due(self, state: CustomerState, now: float) -> list[Effect]:
+        return self._fire(state, now)
+
+    def _fire(self, state: CustomerState, now: float) -> list[Effect]:
+        if not state.timers:
+            return []
+        fired: list[Effect] = []
+        for rule in self.rules:
+            timer = state.timers.get(rule.rule_id)
+            if timer is None or timer.due > now:
+                continue
+            del state.timers[rule.rule_id]
+            if rule.require_cart and not state.cart:
+                continue
+            fired.append(TriggerFired(_make_trigger(rule, state, timer)))
+        return fired
+
+    @staticmethod
+    def next_due(state: CustomerState) -> float | None:
+        return min((t.due for t in state.timers.values()), default=None)
+
+
+def _make_trigger(rule: DelayedRule, state: CustomerState, timer: Timer) -> Trigger:
+    return Trigger(
+        trigger_id=trigger_id(rule.rule_id, state.customer_id, timer.origin_event_id),
+        rule_id=rule.rule_id,
+        customer_id=state.customer_id,
+        origin_event_id=timer.origin_event_id,
+        fired_at=timer.due,
+        channel=rule.channel,
+        payload={
+            "cart": [
+                {"sku": c.sku, "quantity": c.quantity, "price": c.price, "name": c.name}
+                for c in state.cart.values()
+            ],
+            "cart_value": state.cart_value,
+            "email": state.traits.get("email"),
+        },
+    )
+
+
+def _update_profile(state: CustomerState, event: ev.BaseEvent, ts: float) -> None:
+    match event:
+        case ev.ProductView(sku=sku, category=category):
+            _remember_view(state, sku)
+            if category:
+                state.category_views[category] = state.category_views.get(category, 0) + 1
+        case ev.AddToCart(sku=sku, price=price, quantity=qty, category=category, name=name):
+            line = state.cart.get(sku)
+            if line is None:
+                state.cart[sku] = CartLine(sku, qty, price, category, name)
+            else:
+                line.quantity += qty
+                line.price = price
+            state.cart_updated_at = max(state.cart_updated_at, ts)
+        case ev.RemoveFromCart(sku=sku, quantity=qty):
+            line = state.cart.get(sku)
+            if line is not None:
+                if qty is None or qty >= line.quantity:
+                    del state.cart[sku]
+                else:
+                    line.quantity -= qty
+            state.cart_updated_at = max(state.cart_updated_at, ts)
+        case ev.OrderPlaced(total=total):
+            state.orders += 1
+            state.revenue += total
+            state.last_order_at = max(state.last_order_at, ts)
+            state.cart.clear()
+            state.cart_updated_at = max(state.cart_updated_at, ts)
+        case ev.ConsentChanged(consent_channel=channel, granted=granted):
+            state.consent[channel] = granted
+        case ev.SupportTicketOpened(ticket_id=ticket):
+            if ticket not in state.open_tickets:
+                state.open_tickets.append(ticket)
+        case ev.SupportTicketClosed(ticket_id=ticket):
+            if ticket in state.open_tickets:
+                state.open_tickets.remove(ticket)
+        case ev.Identify(traits=traits):
+            for key, value in msgspec.structs.asdict(traits).items():
+                if value is not None:
+                    state.traits[key] = value
+        case _:
+            pass
+
+
+def _remember_view(state: CustomerState, sku: str) -> None:
+    viewed = state.recently_viewed
+    if sku in viewed:
+        viewed.remove(sku)
+    viewed.insert(0, sku)
+    del viewed[RECENT_ITEMS:]

@@ -1,0 +1,232 @@
+"""The behavioural events Pulse understands, as one tagged union of msgspec Structs.
+
+These Structs are the single source of truth: decoding validates against them,
+the JSON Schema in ``docs/`` is generated from them, and the engine consumes
+them directly. The ``type`` field selects the event kind.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+Channel = Literal["web", "app", "store", "email", "sms", "push", "call_center"]
+MessageChannel = Literal["email", "sms", "push", "webhook", "in_app", "log"]
+
+Id = Annotated[str, Meta(min_length=1, max_length=256)]
+Money = Annotated[float, Meta(ge=0, le=1e9)]
+Quantity = Annotated[int, Meta(ge=1, le=100_000)]
+Currency = Annotated[str, Meta(pattern="^[A-Z]{3}$")]
+
+
+class Context(Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=False):
+    ip: str | None = None
+    user_agent: str | None = None
+    locale: str | None = None
+    timezone: str | None = None
+
+
+class BaseEvent(Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type"):
+    """Fields every event carries. At least one of customer_id / anonymous_id."""
+
+    event_id: Id
+    customer_id: Id | None = None
+    anonymous_id: Id | None = None
+    # RFC 3339 with an offset; the collector fills in the receive time when absent.
+    timestamp: datetime | None = None
+    channel: Channel = "web"
+    context: Context | None = None
+
+    def __post_init__(self) -> None:
+        if self.customer_id is None and self.anonymous_id is None:
+            raise ValueError("customer_id or anonymous_id is required")
+        if self.timestamp is not None and self.timestamp.tzinfo is None:
+            raise ValueError("timestamp must carry a UTC offset (RFC 3339)")
+
+    @property
+    def customer_key(self) -> str:
+        """The key the event is partitioned and keyed by: known id, else anonymous."""
+        return self.customer_id or f"anon:{self.anonymous_id}"
+
+    @property
+    def ts(self) -> float:
+        """Event time in epoch seconds (0.0 when unset, which decode never leaves)."""
+        return self.timestamp.timestamp() if self.timestamp is not None else 0.0
+
+
+class Traits(Struct, frozen=True, omit_defaults=True):
+    email: str | None = None
+    phone: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    timezone: str | None = None
+    postcode: str | None = None
+    birthday: str | None = None
+    locale: str | None = None
+
+
+class LineItem(Struct, frozen=True, omit_defaults=True):
+    sku: Id
+    price: Money
+    quantity: Quantity = 1
+    category: str | None = None
+    name: str | None = None
+
+
+class Identify(BaseEvent, tag="identify"):
+    traits: Traits = Traits()
+
+
+class PageView(BaseEvent, tag="page_view"):
+    url: str | None = None
+    title: str | None = None
+    referrer: str | None = None
+
+
+class ProductView(BaseEvent, tag="product_view"):
+    sku: Id
+    category: str | None = None
+    price: Money | None = None
+    name: str | None = None
+
+
+class Search(BaseEvent, tag="search"):
+    query: Annotated[str, Meta(max_length=1000)]
+    results: int | None = None
+
+
+class AddToCart(BaseEvent, tag="add_to_cart"):
+    sku: Id
+    price: Money
+    quantity: Quantity = 1
+    category: str | None = None
+    name: str | None = None
+
+
+class RemoveFromCart(BaseEvent, tag="remove_from_cart"):
+    sku: Id
+    quantity: Quantity | None = None  # None removes the whole line
+
+
+class CartViewed(BaseEvent, tag="cart_viewed"):
+    pass
+
+
+class CheckoutStarted(BaseEvent, tag="checkout_started"):
+    value: Money | None = None
+
+
+class OrderPlaced(BaseEvent, tag="order_placed"):
+    order_id: Id
+    total: Money
+    currency: Currency = "EUR"
+    items: tuple[LineItem, ...] = ()
+
+
+class OrderRefunded(BaseEvent, tag="order_refunded"):
+    order_id: Id
+    amount: Money | None = None  # None refunds the whole order
+
+
+class SupportTicketOpened(BaseEvent, tag="support_ticket_opened"):
+    ticket_id: Id
+    subject: str | None = None
+
+
+class SupportTicketClosed(BaseEvent, tag="support_ticket_closed"):
+    ticket_id: Id
+
+
+class _MessageEvent(BaseEvent):
+    message_id: Id
+    message_channel: MessageChannel
+    trigger_id: str | None = None
+    rule_id: str | None = None
+
+
+class MessageSent(_MessageEvent, tag="message_sent"):
+    pass
+
+
+class MessageDelivered(_MessageEvent, tag="message_delivered"):
+    pass
+
+
+class MessageOpened(_MessageEvent, tag="message_opened"):
+    pass
+
+
+class MessageClicked(_MessageEvent, tag="message_clicked"):
+    pass
+
+
+class MessageBounced(_MessageEvent, tag="message_bounced"):
+    reason: str | None = None
+
+
+class MessageUnsubscribed(_MessageEvent, tag="message_unsubscribed"):
+    pass
+
+
+class ConsentChanged(BaseEvent, tag="consent_changed"):
+    consent_channel: MessageChannel
+    granted: bool
+
+
+class StoreVisit(BaseEvent, tag="store_visit"):
+    store_id: Id
+
+
+class LoyaltyPointsAdjusted(BaseEvent, tag="loyalty_points_adjusted"):
+    points: int
+    reason: str | None = None
+
+
+class Custom(BaseEvent, tag="custom"):
+    """A track event Pulse has no type for; kept so nothing is dropped."""
+
+    name: Id
+    properties: dict[str, Any] = {}
+
+
+Event = (
+    Identify
+    | PageView
+    | ProductView
+    | Search
+    | AddToCart
+    | RemoveFromCart
+    | CartViewed
+    | CheckoutStarted
+    | OrderPlaced
+    | OrderRefunded
+    | SupportTicketOpened
+    | SupportTicketClosed
+    | MessageSent
+    | MessageDelivered
+    | MessageOpened
+    | MessageClicked
+    | MessageBounced
+    | MessageUnsubscribed
+    | ConsentChanged
+    | StoreVisit
+    | LoyaltyPointsAdjusted
+    | Custom
+)
+
+EVENT_TYPES: tuple[type[BaseEvent], ...] = Event.__args__  # type: ignore[attr-defined]
+EVENT_TYPE_NAMES: tuple[str, ...] = tuple(
+    str(msgspec.inspect.type_info(t).tag) for t in EVENT_TYPES  # type: ignore[attr-defined]
+)
+
+
+def event_type(event: BaseEvent) -> str:
+    return event.__struct_config__.tag  # type: ignore[return-value]
+
+
+def json_schema() -> dict[str, object]:
+    """JSON Schema of an event, generated from the Structs above."""
+    return msgspec.json.schema(Event)  # type: ignore[arg-type]

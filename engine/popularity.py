@@ -1,0 +1,70 @@
+"""Item popularity with exponential time decay: the recommendations fallback.
+
+Scores are kept in log space relative to a fixed epoch,
+``score = log(sum_i w_i * exp(t_i / tau))``, so ranking by the stored score is
+ranking by decayed popularity at any reference time, and each update is an
+absolute value (a replayed write overwrites, never adds).
+"""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+
+from engine import events as ev
+
+DECAY_TAU_S = 7 * 24 * 3600.0  # one week
+_WEIGHTS = {"product_view": 1.0, "add_to_cart": 3.0, "order_placed": 5.0}
+
+
+class ItemSignal(msgspec.Struct, frozen=True, array_like=True):
+    sku: str
+    weight: float
+    ts: float
+    name: str | None
+    category: str | None
+    price: float | None
+
+
+class ItemState(msgspec.Struct, kw_only=True):
+    sku: str
+    log_score: float = -math.inf
+    name: str | None = None
+    category: str | None = None
+    price: float | None = None
+
+
+def item_signals(event: ev.BaseEvent) -> list[ItemSignal]:
+    """What one event says about item interest."""
+    ts = event.ts
+    match event:
+        case ev.ProductView(sku=sku, name=name, category=cat, price=price):
+            return [ItemSignal(sku, _WEIGHTS["product_view"], ts, name, cat, price)]
+        case ev.AddToCart(sku=sku, name=name, category=cat, price=price):
+            return [ItemSignal(sku, _WEIGHTS["add_to_cart"], ts, name, cat, price)]
+        case ev.OrderPlaced(items=items):
+            return [
+                ItemSignal(i.sku, _WEIGHTS["order_placed"] * i.quantity, ts, i.name, i.category,
+                           i.price)
+                for i in items
+            ]
+    return []
+
+
+def apply_signal(state: ItemState | None, signal: ItemSignal) -> ItemState:
+    if state is None:
+        state = ItemState(sku=signal.sku)
+    term = math.log(signal.weight) + signal.ts / DECAY_TAU_S
+    state.log_score = _logaddexp(state.log_score, term)
+    state.name = signal.name or state.name
+    state.category = signal.category or state.category
+    state.price = signal.price if signal.price is not None else state.price
+    return state
+
+
+def _logaddexp(a: float, b: float) -> float:
+    if a == -math.inf:
+        return b
+    hi, lo = (a, b) if a > b else (b, a)
+    return hi + math.log1p(math.exp(lo - hi))

@@ -1,0 +1,208 @@
+"""The ``pulse`` command: services, the three processes, the demo, configuration."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import orjson
+
+from pulse.services.process import ServiceError
+from pulse.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("pulse")
+
+DESCRIPTION = """\
+Pulse: a streaming, real-time personalization engine.
+
+Events (HTTP or Kafka) update per-customer profiles, models and trigger rules
+within milliseconds; profiles and recommendations are served from Redis.
+
+Typical session:
+  pulse services up      start local Kafka and Redis (downloads Kafka once)
+  pulse run              the dataflow       (one terminal each,
+  pulse api              the HTTP API        or just `pulse demo`)
+  pulse dispatch         the trigger dispatcher
+
+Settings come from PULSE_* environment variables and an optional TOML file
+(--config or PULSE_CONFIG); `pulse config` prints the effective ones.
+"""
+
+
+def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
+    return load_settings(config_file=args.config, **overrides)
+
+
+def cmd_services(args: argparse.Namespace) -> int:
+    from pulse import services
+
+    overrides: dict[str, object] = {}
+    if getattr(args, "no_persist", False):
+        overrides["redis_persistence"] = False
+    settings = _settings(args, **overrides)
+    if args.action == "up":
+        started = services.up(settings)
+        print(f"started: {', '.join(started)}" if started else "already running")
+        _print_status(services.status(settings))
+    elif args.action == "down":
+        stopped = services.down(settings)
+        print(f"stopped: {', '.join(stopped)}" if stopped else "nothing started by pulse is running")
+    else:
+        statuses = services.status(settings)
+        _print_status(statuses)
+        return 0 if all(s.running for s in statuses) else 3
+    return 0
+
+
+def _print_status(statuses: Sequence[object]) -> None:
+    from pulse.services.process import ServiceStatus
+
+    print(f"{'service':8} {'state':8} {'address':28} {'version':9} {'pid':>7}  owner")
+    for s in statuses:
+        assert isinstance(s, ServiceStatus)
+        state = "up" if s.running else "down"
+        pid = str(s.pid) if s.pid else "-"
+        extra = f"  ({s.detail})" if s.detail else ""
+        print(f"{s.name:8} {state:8} {s.address:28} {s.version:9} {pid:>7}  {s.owner}{extra}")
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    sys.stdout.write(orjson.dumps(settings.masked(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from dataflows.run import run
+
+    settings = _settings(args, workers=args.workers)
+    recovery = None if args.no_recovery else Path(args.recovery_dir or settings.effective_recovery_dir)
+    addresses = args.addresses.split(",") if args.addresses else None
+    run(settings, recovery_dir=recovery, process_id=args.process_id, addresses=addresses)
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = _settings(args, api_host=args.host, api_port=args.port)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+    return 0
+
+
+def cmd_dispatch(args: argparse.Namespace) -> int:
+    from dispatch.service import serve
+
+    serve(_settings(args))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pulse.demo import run_demo
+
+    settings = _settings(args, abandoned_cart_delay_s=args.cart_delay)
+    return run_demo(settings, customers=args.customers, rate=args.rate, config=args.config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pulse", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file (else $PULSE_CONFIG)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str,
+            description: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    p = add(
+        "services", cmd_services, "start, stop or inspect local Kafka and Redis",
+        "Manage the real Kafka (KRaft, single node, 127.0.0.1:9092) and Redis\n"
+        "(127.0.0.1:6379) that Pulse runs on. Kafka's jars are fetched once with\n"
+        "Maven into .cache/kafka; data lives under .cache and survives restarts.\n"
+        "A server already running is reused; `down` stops only what `up` started.\n"
+        "With PULSE_KAFKA_BOOTSTRAP / PULSE_REDIS_URL set, nothing is started.\n"
+        "`status` exits 3 when a service is down.",
+    )
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--no-persist", action="store_true",
+                   help="start Redis without persistence (what the tests use)")
+
+    add("config", cmd_config, "print the effective settings (secrets masked)",
+        "Print the settings Pulse would run with, after the TOML file and PULSE_*\n"
+        "variables, as JSON. Invalid settings exit 2 naming the field.")
+
+    p = add("run", cmd_run, "run the personalization dataflow",
+            "Consume pulse.events, update per-customer state, write profiles to Redis\n"
+            "and fire triggers to pulse.triggers. State snapshots go to the recovery\n"
+            "directory (default .cache/recovery/<topic_prefix>) every\n"
+            "snapshot_interval_s; a restart resumes from the last snapshot.")
+    p.add_argument("--recovery-dir", metavar="DIR", help="where recovery snapshots live")
+    p.add_argument("--no-recovery", action="store_true",
+                   help="keep no snapshots (restarts re-read the topic from the start)")
+    p.add_argument("--workers", type=int, help="worker threads in this process")
+    p.add_argument("--process-id", type=int, help="this process's index in a cluster")
+    p.add_argument("--addresses", metavar="HOST:PORT,...",
+                   help="all cluster processes' addresses, for Bytewax cluster mode")
+
+    p = add("api", cmd_api, "serve the HTTP API (collector, profiles, recommendations)",
+            "Serve the FastAPI app: POST /v1/events, GET /v1/customers/{id}/profile,\n"
+            "GET /v1/customers/{id}/recommendations, /healthz, /readyz, /docs.")
+    p.add_argument("--host", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+
+    add("dispatch", cmd_dispatch, "deliver fired triggers through a channel",
+        "Consume pulse.triggers and deliver each trigger exactly once (idempotency\n"
+        "key = trigger id, recorded in Redis). The log channel prints one JSON\n"
+        "line per delivery.")
+
+    p = add("demo", cmd_demo, "everything at once: services, processes, sample traffic",
+            "Start Kafka and Redis, the dataflow, the API and the dispatcher; replay a\n"
+            "realistic generated stream of shoppers through the API; print triggers\n"
+            "as they fire; show a profile and recommendations. Ctrl-C stops it all.")
+    p.add_argument("--customers", type=int, default=200, help="simulated customers (200)")
+    p.add_argument("--rate", type=float, default=300.0, help="events per second (300)")
+    p.add_argument("--cart-delay", type=float, default=5.0,
+                   help="abandoned-cart delay in seconds for the demo (5)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        code: int = args.func(args)
+        return code
+    except SettingsError as exc:
+        print(f"pulse: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    except ServiceError as exc:
+        print(f"pulse: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

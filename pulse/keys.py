@@ -1,0 +1,28 @@
+"""Redis key layout, shared by the dataflow (writer) and the API (reader).
+
+Every per-customer key carries the customer id in a hash tag ``{...}`` so all
+of one customer's keys land on the same Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+
+class RedisKeys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def profile(self, customer_id: str) -> str:
+        return f"{self.prefix}:{{{customer_id}}}:profile"
+
+    def delivery(self, trigger_id: str) -> str:
+        """Dispatcher's idempotency record for one trigger."""
+        return f"{self.prefix}:delivery:{{{trigger_id}}}"
+
+    def popular(self) -> str:
+        return f"{self.prefix}:popular"
+
+    def item(self, sku: str) -> str:
+        return f"{self.prefix}:item:{{{sku}}}"
+
+    def also_bought(self, sku: str) -> str:
+        return f"{self.prefix}:item:{{{sku}}}:also"

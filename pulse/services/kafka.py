@@ -1,0 +1,263 @@
+"""A real Apache Kafka broker (KRaft, single node) run from Maven Central's jars.
+
+No Docker engine runs on our machines, so Pulse fetches the official broker
+jars once with Maven into ``<cache>/kafka/lib``, formats storage once under
+``<cache>/kafka/data`` (so data survives restarts) and runs ``kafka.Kafka``
+with the JVM already on the machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from importlib import resources
+from pathlib import Path
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from pulse.services.process import (
+    ServiceError,
+    ServiceStatus,
+    pid_alive,
+    port_open,
+    read_pid,
+    terminate,
+)
+from pulse.settings import LOCAL_KAFKA, Settings
+
+log = logging.getLogger(__name__)
+
+KAFKA_VERSION = "4.1.1"
+PORT = 9092
+CONTROLLER_PORT = 9093
+_NEEDLE = "kafka.Kafka"
+_RESOURCES = resources.files("pulse") / "resources" / "kafka"
+
+
+class LocalKafka:
+    """The broker Pulse owns under ``<cache>/kafka``."""
+
+    def __init__(self, cache_dir: str | Path) -> None:
+        self.home = Path(cache_dir) / "kafka"
+        self.lib = self.home / "lib"
+        self.data = self.home / "data"
+        self.logs = self.home / "logs"
+        self.config = self.home / "server.properties"
+        self.pidfile = self.home / "kafka.pid"
+
+    # -- installation ----------------------------------------------------
+
+    def installed(self) -> bool:
+        return (self.lib / f"kafka_2.13-{KAFKA_VERSION}.jar").exists()
+
+    def install(self) -> None:
+        """Fetch the broker jars with Maven once (about 43 MB)."""
+        if self.installed():
+            return
+        java_major()  # fail early with a readable message
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise ServiceError(
+                "Maven (mvn) is not installed: it fetches Kafka's jars once; "
+                "install it with `apt-get install maven`"
+            )
+        self.home.mkdir(parents=True, exist_ok=True)
+        pom = self.home / "pom.xml"
+        pom.write_bytes((_RESOURCES / "pom.xml").read_bytes())
+        tmp = self.home / "lib.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        log.info("fetching Apache Kafka %s jars with Maven into %s", KAFKA_VERSION, self.lib)
+        started = time.monotonic()
+        proc = subprocess.run(
+            [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+             f"-DoutputDirectory={tmp}"],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            tail = (proc.stdout + proc.stderr).strip().splitlines()[-5:]
+            raise ServiceError(
+                "Maven could not fetch Kafka's jars (is Maven Central reachable?): "
+                + " | ".join(tail)
+            )
+        shutil.rmtree(self.lib, ignore_errors=True)
+        tmp.rename(self.lib)
+        log.info("Kafka jars ready in %.1f s", time.monotonic() - started)
+
+    def _render_config(self) -> None:
+        template = (_RESOURCES / "server.properties.template").read_text()
+        text = (
+            template.replace("{data_dir}", str(self.data.resolve()))
+            .replace("{port}", str(PORT))
+            .replace("{controller_port}", str(CONTROLLER_PORT))
+        )
+        self.config.write_text(text)
+
+    def _format_storage(self) -> None:
+        """Format the KRaft log directory once; later starts reuse it."""
+        if (self.data / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        self.data.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(
+            [_java(), "-cp", f"{self.lib}/*", "kafka.tools.StorageTool", "format",
+             "-t", cluster_id, "-c", str(self.config)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise ServiceError(f"formatting Kafka storage failed: {proc.stderr.strip()[-400:]}")
+
+    # -- lifecycle -------------------------------------------------------
+
+    def pid(self) -> int | None:
+        pid = read_pid(self.pidfile)
+        return pid if pid_alive(pid, _NEEDLE) else None
+
+    def start(self, timeout_s: float = 90.0) -> bool:
+        """Start the broker unless it already runs; True when this call started it."""
+        if self.pid() is not None:
+            return False
+        if port_open("127.0.0.1", PORT):
+            log.info("a Kafka broker already answers on %s: reusing it", LOCAL_KAFKA)
+            return False
+        self.install()
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self._render_config()
+        self._format_storage()
+        cmd = [
+            _java(),
+            "-Xms256m",
+            "-Xmx1g",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dkafka.logs.dir={self.logs}",
+            f"-Dlog4j2.configurationFile={_RESOURCES / 'log4j2.properties'}",
+            "-cp",
+            f"{self.lib}/*",
+            "kafka.Kafka",
+            str(self.config),
+        ]
+        with open(self.logs / "stdout.log", "ab") as out:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # survives the terminal that ran `pulse services up`
+            )
+        self.pidfile.write_text(str(proc.pid))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise ServiceError(
+                    f"Kafka exited with code {proc.returncode} during start-up; "
+                    f"see {self.logs / 'server.log'}"
+                )
+            if metadata_ok(LOCAL_KAFKA, timeout_s=1.0):
+                return True
+            time.sleep(0.3)
+        raise ServiceError(
+            f"Kafka did not answer a metadata request within {timeout_s:.0f} s; "
+            f"see {self.logs / 'server.log'}"
+        )
+
+    def stop(self) -> bool:
+        pid = self.pid()
+        if pid is None:
+            return False
+        terminate(pid, _NEEDLE, grace_s=30)
+        self.pidfile.unlink(missing_ok=True)
+        return True
+
+
+def metadata_ok(bootstrap: str, timeout_s: float = 2.0) -> bool:
+    """True when a broker at ``bootstrap`` answers a metadata request."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "logger": _quiet})
+    try:
+        admin.list_topics(timeout=timeout_s)
+        return True
+    except KafkaException:
+        return False
+
+
+_quiet = logging.getLogger("pulse.kafka.librdkafka")
+_quiet.setLevel(logging.CRITICAL)
+
+
+def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
+    """Create Pulse's topics with the configured partitions; returns those created."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka, "logger": _quiet})
+    existing = set(admin.list_topics(timeout=10).topics)
+    wanted = [t for t in settings.all_topics if t not in existing]
+    if not wanted:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=settings.partitions, replication_factor=1) for t in wanted],
+        operation_timeout=timeout_s,
+    )
+    created = []
+    for topic, fut in futures.items():
+        try:
+            fut.result()
+            created.append(topic)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise ServiceError(f"creating topic {topic} failed: {exc}") from exc
+    _wait_for_leaders(admin, wanted, timeout_s)
+    return created
+
+
+def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        md = admin.list_topics(timeout=5)
+        if all(
+            t in md.topics
+            and md.topics[t].partitions
+            and all(p.leader >= 0 for p in md.topics[t].partitions.values())
+            for t in topics
+        ):
+            return
+        time.sleep(0.1)
+    raise ServiceError(f"topics {topics} have no leader after {timeout_s:.0f} s")
+
+
+def status(settings: Settings) -> ServiceStatus:
+    if not settings.kafka_managed:
+        ok = metadata_ok(settings.kafka)
+        return ServiceStatus("kafka", settings.kafka, ok, "?", None, "external")
+    local = LocalKafka(settings.cache_dir)
+    pid = local.pid()
+    running = metadata_ok(LOCAL_KAFKA, timeout_s=1.0) if (pid or port_open("127.0.0.1", PORT)) else False
+    owner = "pulse" if pid else ("external" if running else "-")
+    version = KAFKA_VERSION if pid else ("?" if running else "-")
+    return ServiceStatus("kafka", LOCAL_KAFKA, running, version, pid, owner)
+
+
+def java_major() -> int:
+    java = shutil.which("java")
+    if java is None:
+        raise ServiceError(
+            "Java 17 or newer is not installed: Kafka needs it; "
+            "install it with `apt-get install openjdk-17-jre-headless`"
+        )
+    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    major = int(match.group(1)) if match else 0
+    if major == 1 and match and match.group(2):
+        major = int(match.group(2))
+    if major < 17:
+        raise ServiceError(
+            f"Java {major} found, Kafka 4 needs Java 17 or newer: "
+            "install it with `apt-get install openjdk-17-jre-headless`"
+        )
+    return major
+
+
+def _java() -> str:
+    return shutil.which("java") or "java"

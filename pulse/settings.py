@@ -1,0 +1,229 @@
+"""One frozen settings object for every Pulse process.
+
+Settings are read once at start-up (``PULSE_*`` environment variables over an
+optional TOML file over defaults), validated with readable errors, and passed
+down. Nothing in Pulse reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+LOCAL_KAFKA = "127.0.0.1:9092"
+LOCAL_REDIS = "redis://127.0.0.1:6379/0"
+
+_SECRET_FIELDS = frozenset({"write_keys", "read_keys"})
+
+
+class SettingsError(ValueError):
+    """A setting is missing, malformed or out of range; the message names it."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Effective configuration. See the configuration table in README.md."""
+
+    # Services. None means "Pulse runs its own local server on loopback";
+    # a value points Pulse at an existing server and nothing is started.
+    kafka_bootstrap: str | None = None
+    redis_url: str | None = None
+
+    # Naming: every topic is "<topic_prefix>.<name>", every Redis key starts
+    # with "<redis_prefix>:". Tests use unique prefixes to isolate themselves.
+    topic_prefix: str = "pulse"
+    redis_prefix: str = "pulse"
+    partitions: int = 4
+    consumer_group_prefix: str = "pulse"
+
+    # Dataflow.
+    recovery_dir: str | None = None
+    snapshot_interval_s: float = 5.0
+    workers: int = 1
+    start_from: Literal["earliest", "latest"] = "earliest"
+
+    # The foundation's one trigger rule; YAML rules replace it later.
+    abandoned_cart_delay_s: float = 1800.0
+
+    # API.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    max_body_bytes: int = 1_048_576
+    write_keys: tuple[str, ...] = ()
+    read_keys: tuple[str, ...] = ()
+
+    # Dispatcher.
+    dispatch_channel: Literal["log"] = "log"
+
+    # Local services.
+    cache_dir: str = str(PROJECT_ROOT / ".cache")
+    redis_persistence: bool = True
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def __post_init__(self) -> None:
+        for name in ("partitions", "workers", "api_port", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        for name in ("snapshot_interval_s", "abandoned_cart_delay_s"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name}: must be positive, got {getattr(self, name)}")
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise SettingsError(
+                f"redis_url: must start with redis://, rediss:// or unix://, got {self.redis_url!r}"
+            )
+        for name in ("topic_prefix", "redis_prefix"):
+            value = getattr(self, name)
+            if not value or any(c in value for c in " :{}"):
+                raise SettingsError(f"{name}: must be non-empty without spaces, ':', '{{' or '}}'")
+
+    # Derived names -------------------------------------------------------
+
+    @property
+    def kafka_managed(self) -> bool:
+        """True when Pulse starts and owns the local broker."""
+        return self.kafka_bootstrap is None
+
+    @property
+    def redis_managed(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def kafka(self) -> str:
+        return self.kafka_bootstrap or LOCAL_KAFKA
+
+    @property
+    def redis(self) -> str:
+        return self.redis_url or LOCAL_REDIS
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}.{name}"
+
+    @property
+    def events_topic(self) -> str:
+        return self.topic("events")
+
+    @property
+    def events_dlq_topic(self) -> str:
+        return self.topic("events.dlq")
+
+    @property
+    def triggers_topic(self) -> str:
+        return self.topic("triggers")
+
+    @property
+    def triggers_dlq_topic(self) -> str:
+        return self.topic("triggers.dlq")
+
+    @property
+    def control_topic(self) -> str:
+        return self.topic("control")
+
+    @property
+    def all_topics(self) -> tuple[str, ...]:
+        return (
+            self.events_topic,
+            self.events_dlq_topic,
+            self.triggers_topic,
+            self.triggers_dlq_topic,
+            self.control_topic,
+        )
+
+    @property
+    def effective_recovery_dir(self) -> Path:
+        if self.recovery_dir:
+            return Path(self.recovery_dir)
+        return Path(self.cache_dir) / "recovery" / self.topic_prefix
+
+    def masked(self) -> dict[str, Any]:
+        """Settings as a dict with secrets replaced, for printing and logs."""
+        out: dict[str, Any] = msgspec.to_builtins(self)
+        for name in _SECRET_FIELDS:
+            out[name] = [_mask(k) for k in out[name]]
+        if self.redis_url and "@" in self.redis_url:
+            scheme, rest = self.redis_url.split("://", 1)
+            out["redis_url"] = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+        return out
+
+
+def _mask(secret: str) -> str:
+    return secret[:4] + "***" if len(secret) > 8 else "***"
+
+
+_FIELDS = {f.name: f for f in msgspec.structs.fields(Settings)}
+_TUPLE_FIELDS = frozenset({"write_keys", "read_keys"})
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build settings from defaults < TOML file < PULSE_* environment < overrides.
+
+    The TOML file is ``config_file`` or ``$PULSE_CONFIG``; errors name the source
+    (file or variable) and the field.
+    """
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    source: dict[str, str] = {}
+
+    path = config_file or env.get("PULSE_CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise SettingsError(f"config file {path}: not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path}: {exc}") from None
+        data = data.get("pulse", data)
+        for key, value in data.items():
+            if key not in _FIELDS:
+                raise SettingsError(f"config file {path}: unknown setting {key!r}")
+            raw[key] = value
+            source[key] = f"config file {path}"
+
+    for name, value in env.items():
+        if not name.startswith("PULSE_") or name == "PULSE_CONFIG":
+            continue
+        key = name[len("PULSE_") :].lower()
+        if key not in _FIELDS:
+            continue  # other tools may share the prefix; unknown fields are not ours
+        raw[key] = _parse_env_value(key, value)
+        source[key] = name
+
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        raw[key] = value
+        source[key] = f"option {key}"
+
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except SettingsError:
+        raise
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        if "$." in message:
+            field = message.rsplit("$.", 1)[-1].split("[")[0].rstrip("`")
+            message = message.split(" - at `")[0]
+        else:  # raised by __post_init__ as "<field>: <reason>"
+            field, _, message = message.partition(": ")
+        where = source.get(field, "default")
+        raise SettingsError(f"{field} (from {where}): {message}") from None
+
+
+def _parse_env_value(key: str, value: str) -> Any:
+    if key in _TUPLE_FIELDS:
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if value == "" and key in {"kafka_bootstrap", "redis_url", "recovery_dir"}:
+        return None
+    return value
