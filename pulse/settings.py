@@ -63,11 +63,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     # Local services.
     cache_dir: str = str(PROJECT_ROOT / ".cache")
+    # Ports of the servers Pulse runs itself (the Kafka controller uses port + 1).
+    local_kafka_port: int = 9092
+    local_redis_port: int = 6379
     redis_persistence: bool = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     def __post_init__(self) -> None:
-        for name in ("partitions", "workers", "api_port", "max_body_bytes"):
+        for name in ("partitions", "workers", "api_port", "max_body_bytes", "local_kafka_port",
+                     "local_redis_port"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name}: must be at least 1, got {getattr(self, name)}")
         for name in ("snapshot_interval_s", "abandoned_cart_delay_s"):
@@ -97,11 +101,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     @property
     def kafka(self) -> str:
-        return self.kafka_bootstrap or LOCAL_KAFKA
+        return self.kafka_bootstrap or f"127.0.0.1:{self.local_kafka_port}"
 
     @property
     def redis(self) -> str:
-        return self.redis_url or LOCAL_REDIS
+        return self.redis_url or f"redis://127.0.0.1:{self.local_redis_port}/0"
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"
@@ -141,6 +145,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if self.recovery_dir:
             return Path(self.recovery_dir)
         return Path(self.cache_dir) / "recovery" / self.topic_prefix
+
+    def as_environ(self) -> dict[str, str]:
+        """These settings as PULSE_* variables, so a child process runs with exactly them."""
+        out = {}
+        for key, value in msgspec.to_builtins(self).items():
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            elif isinstance(value, list):
+                value = ",".join(value)
+            out[f"PULSE_{key.upper()}"] = str(value)
+        return out
 
     def masked(self) -> dict[str, Any]:
         """Settings as a dict with secrets replaced, for printing and logs."""

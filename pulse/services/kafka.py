@@ -29,13 +29,11 @@ from pulse.services.process import (
     read_pid,
     terminate,
 )
-from pulse.settings import LOCAL_KAFKA, Settings
+from pulse.settings import Settings
 
 log = logging.getLogger(__name__)
 
 KAFKA_VERSION = "4.1.1"
-PORT = 9092
-CONTROLLER_PORT = 9093
 _NEEDLE = "kafka.Kafka"
 _RESOURCES = resources.files("pulse") / "resources" / "kafka"
 
@@ -43,7 +41,9 @@ _RESOURCES = resources.files("pulse") / "resources" / "kafka"
 class LocalKafka:
     """The broker Pulse owns under ``<cache>/kafka``."""
 
-    def __init__(self, cache_dir: str | Path) -> None:
+    def __init__(self, cache_dir: str | Path, port: int = 9092) -> None:
+        self.port = port
+        self.address = f"127.0.0.1:{port}"
         self.home = Path(cache_dir) / "kafka"
         self.lib = self.home / "lib"
         self.data = self.home / "data"
@@ -94,8 +94,8 @@ class LocalKafka:
         template = (_RESOURCES / "server.properties.template").read_text()
         text = (
             template.replace("{data_dir}", str(self.data.resolve()))
-            .replace("{port}", str(PORT))
-            .replace("{controller_port}", str(CONTROLLER_PORT))
+            .replace("{port}", str(self.port))
+            .replace("{controller_port}", str(self.port + 1))
         )
         self.config.write_text(text)
 
@@ -124,8 +124,8 @@ class LocalKafka:
         """Start the broker unless it already runs; True when this call started it."""
         if self.pid() is not None:
             return False
-        if port_open("127.0.0.1", PORT):
-            log.info("a Kafka broker already answers on %s: reusing it", LOCAL_KAFKA)
+        if port_open("127.0.0.1", self.port):
+            log.info("a Kafka broker already answers on %s: reusing it", self.address)
             return False
         self.install()
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -158,7 +158,7 @@ class LocalKafka:
                     f"Kafka exited with code {proc.returncode} during start-up; "
                     f"see {self.logs / 'server.log'}"
                 )
-            if metadata_ok(LOCAL_KAFKA, timeout_s=1.0):
+            if metadata_ok(self.address, timeout_s=1.0):
                 return True
             time.sleep(0.3)
         raise ServiceError(
@@ -231,12 +231,13 @@ def status(settings: Settings) -> ServiceStatus:
     if not settings.kafka_managed:
         ok = metadata_ok(settings.kafka)
         return ServiceStatus("kafka", settings.kafka, ok, "?", None, "external")
-    local = LocalKafka(settings.cache_dir)
+    local = LocalKafka(settings.cache_dir, settings.local_kafka_port)
     pid = local.pid()
-    running = metadata_ok(LOCAL_KAFKA, timeout_s=1.0) if (pid or port_open("127.0.0.1", PORT)) else False
+    reachable = pid or port_open("127.0.0.1", local.port)
+    running = metadata_ok(local.address, timeout_s=1.0) if reachable else False
     owner = "pulse" if pid else ("external" if running else "-")
     version = KAFKA_VERSION if pid else ("?" if running else "-")
-    return ServiceStatus("kafka", LOCAL_KAFKA, running, version, pid, owner)
+    return ServiceStatus("kafka", local.address, running, version, pid, owner)
 
 
 def java_major() -> int:

@@ -19,16 +19,17 @@ from pulse.services.process import (
     read_pid,
     terminate,
 )
-from pulse.settings import LOCAL_REDIS, Settings
+from pulse.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PORT = 6379
 _NEEDLE = "redis-server"
 
 
 class LocalRedis:
-    def __init__(self, cache_dir: str | Path) -> None:
+    def __init__(self, cache_dir: str | Path, port: int = 6379) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
         self.home = Path(cache_dir) / "redis"
         self.pidfile = self.home / "redis.pid"
         self.logfile = self.home / "redis.log"
@@ -46,15 +47,15 @@ class LocalRedis:
         """
         if self.pid() is not None:
             return False
-        if port_open("127.0.0.1", PORT):
-            log.info("a Redis server already answers on %s: reusing it", LOCAL_REDIS)
+        if port_open("127.0.0.1", self.port):
+            log.info("a Redis server already answers on %s: reusing it", self.url)
             return False
         binary = _ensure_installed()
         self.home.mkdir(parents=True, exist_ok=True)
         args = [
             binary,
             "--bind", "127.0.0.1",
-            "--port", str(PORT),
+            "--port", str(self.port),
             "--protected-mode", "yes",
             "--daemonize", "yes",
             "--pidfile", str(self.pidfile.resolve()),
@@ -70,7 +71,7 @@ class LocalRedis:
         proc = subprocess.run(args, capture_output=True, text=True)
         if proc.returncode != 0:
             raise ServiceError(f"redis-server failed to start: {proc.stderr.strip()[-300:]}")
-        client = redis.Redis.from_url(LOCAL_REDIS, socket_timeout=1)
+        client = redis.Redis.from_url(self.url, socket_timeout=1)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
@@ -117,7 +118,8 @@ def _ensure_installed() -> str:
 
 def status(settings: Settings) -> ServiceStatus:
     address = settings.redis
-    pid = LocalRedis(settings.cache_dir).pid() if settings.redis_managed else None
+    local = LocalRedis(settings.cache_dir, settings.local_redis_port)
+    pid = local.pid() if settings.redis_managed else None
     try:
         info = redis.Redis.from_url(address, socket_timeout=1, socket_connect_timeout=1).info(
             "server"

@@ -1,0 +1,124 @@
+"""The foundation slice end to end: dataflow, API and dispatcher as separate processes."""
+
+from __future__ import annotations
+
+import http.client
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from pulse.settings import Settings, load_settings
+from tests.helpers import PulseProcess, consume, produce, produce_events, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def stack(pulse_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = load_settings(environ=pulse_settings.as_environ(), api_port=port)
+    procs = [
+        PulseProcess(settings, tmp_path, "dataflow", "run"),
+        PulseProcess(settings, tmp_path, "api", "api"),
+        PulseProcess(settings, tmp_path, "dispatcher", "dispatch"),
+    ]
+    try:
+        wait_for(lambda: _get(settings, "/readyz")[0] == 200 or _dead(procs), 30, "API ready")
+        assert not _dead(procs), _logs(procs)
+        yield settings
+        assert not _dead(procs), "a process died during the test:\n" + _logs(procs)
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def _dead(procs: list[PulseProcess]) -> bool:
+    return any(not p.alive() for p in procs)
+
+
+def _logs(procs: list[PulseProcess]) -> str:
+    return "\n".join(f"--- {p.name}\n{p.log_text()[-3000:]}" for p in procs)
+
+
+def _request(settings: Settings, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection(settings.api_host, settings.api_port, timeout=10)
+    try:
+        data = orjson.dumps(body) if body is not None else None
+        conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        raw = resp.read()
+        return resp.status, orjson.loads(raw) if raw else None
+    except OSError:
+        return 0, None
+    finally:
+        conn.close()
+
+
+def _get(settings: Settings, path: str) -> tuple[int, Any]:
+    return _request(settings, "GET", path)
+
+
+def test_cart_without_order_fires_one_trigger_and_profile_is_served(
+    stack: Settings, tmp_path: Path
+) -> None:
+    settings = stack
+    # Through the collector...
+    status, body = _request(settings, "POST", "/v1/events", {
+        "type": "add_to_cart", "event_id": "e-1", "customer_id": "alice",
+        "sku": "MUG-1", "price": 7.5, "quantity": 2, "name": "Mug", "category": "mugs",
+    })
+    assert status == 202, body
+    # ...and produced straight to Kafka; Bob orders, so no trigger for him.
+    produce_events(settings, [
+        {"type": "add_to_cart", "event_id": "e-2", "customer_id": "bob", "sku": "LAMP-1",
+         "price": 20.0},
+        {"type": "order_placed", "event_id": "e-3", "customer_id": "bob", "order_id": "o-1",
+         "total": 20.0, "items": [{"sku": "LAMP-1", "price": 20.0}]},
+    ])
+    # Undecodable input goes to the DLQ and does not stop the flow.
+    produce(settings, settings.events_topic, [(b"x", b"\xff not json"),
+                                              (b"y", b'{"type":"add_to_cart"}')])
+
+    profile = wait_for(
+        lambda: (r := _get(settings, "/v1/customers/alice/profile"))[0] == 200 and r[1],
+        20, "alice's profile",
+    )
+    assert profile["cart_quantity"] == 2
+    assert profile["cart_value"] == 15.0
+    assert profile["event_counts"] == {"add_to_cart": 1}
+
+    bob = wait_for(
+        lambda: (r := _get(settings, "/v1/customers/bob/profile"))[0] == 200
+        and r[1]["orders"] == 1 and r[1],
+        20, "bob's order in his profile",
+    )
+    assert bob["revenue"] == 20.0 and bob["cart"] == []
+
+    dispatcher_out = tmp_path / "dispatcher.out"
+    deliveries = wait_for(
+        lambda: [orjson.loads(line) for line in dispatcher_out.read_text().splitlines()],
+        settings.abandoned_cart_delay_s + 20, "the abandoned-cart trigger",
+    )
+    assert [d["customer_id"] for d in deliveries] == ["alice"]
+    assert deliveries[0]["rule_id"] == "abandoned_cart"
+    assert deliveries[0]["payload"]["cart_value"] == 15.0
+
+    dead = consume(settings, settings.events_dlq_topic, expected=2, timeout_s=20)
+    assert sorted(m.value() for m in dead) == sorted([b"\xff not json", b'{"type":"add_to_cart"}'])
+    for m in dead:
+        headers = dict(m.headers() or [])
+        assert headers["pulse.reason"]
+        assert headers["pulse.source.topic"] == settings.events_topic.encode()
+
+    # Bob's cart was ordered: still no trigger for him a while after his delay.
+    time.sleep(1.5)
+    lines = dispatcher_out.read_text().splitlines()
+    assert len(lines) == 1, lines
