@@ -24,9 +24,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.settings = settings
         app.state.keys = RedisKeys(settings.redis_prefix)
         app.state.redis = aioredis.Redis.from_url(settings.redis, socket_timeout=2)
-        app.state.producer = AckProducer(settings.kafka)
-        log.info("api ready: events to %s, profiles from %s", settings.events_topic,
-                 settings.redis)
+        app.state.producer = AckProducer(settings.kafka, settings.ack_timeout_s)
+        log.info("api ready: events to %s, profiles from %s", settings.events_topic, settings.redis)
         try:
             yield
         finally:

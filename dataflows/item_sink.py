@@ -21,7 +21,7 @@ class _ItemPartition(StatelessSinkPartition[ItemState]):
         pipe = self._client.pipeline(transaction=False)
         pipe.zadd(self._keys.popular(), {sku: item.log_score for sku, item in latest.items()})
         for sku, item in latest.items():
-            fields = {"sku": sku}
+            fields: dict[Any, Any] = {"sku": sku}
             if item.name:
                 fields["name"] = item.name
             if item.category:

@@ -58,7 +58,10 @@ class Decoded:
     __slots__ = ("item", "offset", "partition", "topic")
 
     def __init__(
-        self, item: BaseEvent | DeadLetter, topic: str | None, partition: int | None,
+        self,
+        item: BaseEvent | DeadLetter,
+        topic: str | None,
+        partition: int | None,
         offset: int | None,
     ) -> None:
         self.item = item
@@ -72,7 +75,9 @@ def decode(msg: RawMessage | KafkaError[bytes | None, bytes | None]) -> Decoded:
         src = msg.msg
         return Decoded(
             DeadLetter(f"kafka error: {msg.err}", src.value or b""),
-            src.topic, src.partition, src.offset,
+            src.topic,
+            src.partition,
+            src.offset,
         )
     return Decoded(decode_event(msg.value, time.time()), msg.topic, msg.partition, msg.offset)
 
@@ -82,7 +87,10 @@ def dead_letter_message(settings: Settings, decoded: Decoded) -> KafkaSinkMessag
     assert isinstance(decoded.item, DeadLetter)
     letter = decoded.item
     log.warning(
-        "dead letter from %s[%s]@%s: %s", decoded.topic, decoded.partition, decoded.offset,
+        "dead letter from %s[%s]@%s: %s",
+        decoded.topic,
+        decoded.partition,
+        decoded.offset,
         letter.reason,
     )
     headers: list[tuple[str, bytes]] = [
@@ -108,6 +116,8 @@ def trigger_message(settings: Settings, trigger: Trigger) -> KafkaSinkMessage[by
         }
     )
     return KafkaSinkMessage(
-        trigger.customer_id.encode(), value, topic=settings.triggers_topic,
+        trigger.customer_id.encode(),
+        value,
+        topic=settings.triggers_topic,
         headers=[("pulse.trigger_id", trigger.trigger_id.encode())],
     )

@@ -50,10 +50,8 @@ def build_flow(settings: Settings, flow_id: str = "pulse") -> Dataflow:
 
     events = op.map("events", split.trues, _event_of)
     keyed = op.key_on("key_by_customer", events, lambda e: e.customer_key)
-    effects = op.stateful(
-        "customer_state", keyed, lambda state: CustomerLogic(engine, state)
-    )
-    effects = op.key_rm("unkey_effects", effects)
+    effects = op.stateful("customer_state", keyed, lambda state: CustomerLogic(engine, state))
+    effects = op.key_rm("unkey_effects", effects)  # type: ignore[arg-type]
 
     profiles = op.filter_map(
         "profile", effects, lambda e: e.state if isinstance(e, ProfileChanged) else None
@@ -63,8 +61,11 @@ def build_flow(settings: Settings, flow_id: str = "pulse") -> Dataflow:
     triggers = op.filter_map(
         "triggers", effects, lambda e: e.trigger if isinstance(e, TriggerFired) else None
     )
-    op.output("triggers_out", op.map("trigger_record", triggers,
-                                     partial(trigger_message, settings)), kafka_out)
+    op.output(
+        "triggers_out",
+        op.map("trigger_record", triggers, partial(trigger_message, settings)),
+        kafka_out,
+    )
 
     signals = op.flat_map("item_signals", events, item_signals)
     by_item = op.key_on("key_by_item", signals, lambda s: s.sku)

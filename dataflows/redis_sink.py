@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -22,7 +23,8 @@ class _ProfilePartition(StatelessSinkPartition[CustomerState]):
         latest = {state.customer_id: state for state in items}
         pipe = self._client.pipeline(transaction=False)
         for customer_id, state in latest.items():
-            pipe.hset(self._keys.profile(customer_id), mapping=profile_view(state))
+            view: Mapping[Any, Any] = profile_view(state)
+            pipe.hset(self._keys.profile(customer_id), mapping=view)
         pipe.execute()
 
     def close(self) -> None:

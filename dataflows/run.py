@@ -38,7 +38,9 @@ def run(
         recovery = RecoveryConfig(str(recovery_dir))
     log.info(
         "dataflow starting: %s -> profiles in %s, triggers to %s (recovery %s)",
-        settings.events_topic, settings.redis, settings.triggers_topic,
+        settings.events_topic,
+        settings.redis,
+        settings.triggers_topic,
         recovery_dir or "off",
     )
     cli_main(

@@ -20,7 +20,8 @@ import orjson
 import redis
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
-from dispatch.channels import Channel, Message as ChannelMessage, channel_for
+from dispatch.channels import Channel, channel_for
+from dispatch.channels import Message as ChannelMessage
 from pulse.keys import RedisKeys
 from pulse.settings import Settings
 
@@ -58,8 +59,12 @@ class Dispatcher:
             }
         )
         self.producer = Producer(
-            {"bootstrap.servers": settings.kafka, "enable.idempotence": "true", "acks": "all",
-             "linger.ms": "1"}
+            {
+                "bootstrap.servers": settings.kafka,
+                "enable.idempotence": "true",
+                "acks": "all",
+                "linger.ms": "1",
+            }
         )
         self.stopping = threading.Event()
         self.delivered = 0
@@ -67,8 +72,9 @@ class Dispatcher:
 
     def run(self) -> None:
         self.consumer.subscribe([self.settings.triggers_topic])
-        log.info("dispatcher consuming %s, channel %s", self.settings.triggers_topic,
-                 self.channel.name)
+        log.info(
+            "dispatcher consuming %s, channel %s", self.settings.triggers_topic, self.channel.name
+        )
         try:
             while not self.stopping.is_set():
                 msgs = self.consumer.consume(num_messages=200, timeout=0.1)
@@ -81,8 +87,11 @@ class Dispatcher:
         finally:
             self.consumer.close()
             self.producer.flush(10)
-            log.info("dispatcher stopped: %d delivered, %d duplicates skipped",
-                     self.delivered, self.duplicates)
+            log.info(
+                "dispatcher stopped: %d delivered, %d duplicates skipped",
+                self.delivered,
+                self.duplicates,
+            )
 
     def _handle(self, msg: Message) -> None:
         err = msg.error()
@@ -118,8 +127,9 @@ class Dispatcher:
         if outcome.status == "sent":
             self.delivered += 1
         else:
-            log.warning("trigger %s failed on %s: %s", trigger.trigger_id, self.channel.name,
-                        outcome.detail)
+            log.warning(
+                "trigger %s failed on %s: %s", trigger.trigger_id, self.channel.name, outcome.detail
+            )
         self._report_outcome(trigger, outcome.status)
 
     def _report_outcome(self, trigger: TriggerRecord, status: str) -> None:
@@ -138,18 +148,27 @@ class Dispatcher:
             "timestamp": _rfc3339(time.time()),
         }
         self.producer.produce(
-            self.settings.events_topic, key=trigger.customer_id.encode(),
+            self.settings.events_topic,
+            key=trigger.customer_id.encode(),
             value=orjson.dumps(event),
         )
         self.producer.poll(0)
 
     def _dead_letter(self, raw: bytes, reason: str, msg: Message) -> None:
-        log.warning("dead letter trigger at %s[%s]@%s: %s", msg.topic(), msg.partition(),
-                    msg.offset(), reason)
+        log.warning(
+            "dead letter trigger at %s[%s]@%s: %s",
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            reason,
+        )
         self.producer.produce(
-            self.settings.triggers_dlq_topic, value=raw,
-            headers=[("pulse.reason", reason.encode()),
-                     ("pulse.source.offset", str(msg.offset()).encode())],
+            self.settings.triggers_dlq_topic,
+            value=raw,
+            headers=[
+                ("pulse.reason", reason.encode()),
+                ("pulse.source.offset", str(msg.offset()).encode()),
+            ],
         )
 
 

@@ -76,29 +76,29 @@ class LineItem(Struct, frozen=True, omit_defaults=True):
     name: str | None = None
 
 
-class Identify(BaseEvent, tag="identify"):
+class Identify(BaseEvent, frozen=True, tag="identify"):
     traits: Traits = Traits()
 
 
-class PageView(BaseEvent, tag="page_view"):
+class PageView(BaseEvent, frozen=True, tag="page_view"):
     url: str | None = None
     title: str | None = None
     referrer: str | None = None
 
 
-class ProductView(BaseEvent, tag="product_view"):
+class ProductView(BaseEvent, frozen=True, tag="product_view"):
     sku: Id
     category: str | None = None
     price: Money | None = None
     name: str | None = None
 
 
-class Search(BaseEvent, tag="search"):
+class Search(BaseEvent, frozen=True, tag="search"):
     query: Annotated[str, Meta(max_length=1000)]
     results: int | None = None
 
 
-class AddToCart(BaseEvent, tag="add_to_cart"):
+class AddToCart(BaseEvent, frozen=True, tag="add_to_cart"):
     sku: Id
     price: Money
     quantity: Quantity = 1
@@ -106,86 +106,86 @@ class AddToCart(BaseEvent, tag="add_to_cart"):
     name: str | None = None
 
 
-class RemoveFromCart(BaseEvent, tag="remove_from_cart"):
+class RemoveFromCart(BaseEvent, frozen=True, tag="remove_from_cart"):
     sku: Id
     quantity: Quantity | None = None  # None removes the whole line
 
 
-class CartViewed(BaseEvent, tag="cart_viewed"):
+class CartViewed(BaseEvent, frozen=True, tag="cart_viewed"):
     pass
 
 
-class CheckoutStarted(BaseEvent, tag="checkout_started"):
+class CheckoutStarted(BaseEvent, frozen=True, tag="checkout_started"):
     value: Money | None = None
 
 
-class OrderPlaced(BaseEvent, tag="order_placed"):
+class OrderPlaced(BaseEvent, frozen=True, tag="order_placed"):
     order_id: Id
     total: Money
     currency: Currency = "EUR"
     items: tuple[LineItem, ...] = ()
 
 
-class OrderRefunded(BaseEvent, tag="order_refunded"):
+class OrderRefunded(BaseEvent, frozen=True, tag="order_refunded"):
     order_id: Id
     amount: Money | None = None  # None refunds the whole order
 
 
-class SupportTicketOpened(BaseEvent, tag="support_ticket_opened"):
+class SupportTicketOpened(BaseEvent, frozen=True, tag="support_ticket_opened"):
     ticket_id: Id
     subject: str | None = None
 
 
-class SupportTicketClosed(BaseEvent, tag="support_ticket_closed"):
+class SupportTicketClosed(BaseEvent, frozen=True, tag="support_ticket_closed"):
     ticket_id: Id
 
 
-class _MessageEvent(BaseEvent):
+class _MessageEvent(BaseEvent, frozen=True):
     message_id: Id
     message_channel: MessageChannel
     trigger_id: str | None = None
     rule_id: str | None = None
 
 
-class MessageSent(_MessageEvent, tag="message_sent"):
+class MessageSent(_MessageEvent, frozen=True, tag="message_sent"):
     pass
 
 
-class MessageDelivered(_MessageEvent, tag="message_delivered"):
+class MessageDelivered(_MessageEvent, frozen=True, tag="message_delivered"):
     pass
 
 
-class MessageOpened(_MessageEvent, tag="message_opened"):
+class MessageOpened(_MessageEvent, frozen=True, tag="message_opened"):
     pass
 
 
-class MessageClicked(_MessageEvent, tag="message_clicked"):
+class MessageClicked(_MessageEvent, frozen=True, tag="message_clicked"):
     pass
 
 
-class MessageBounced(_MessageEvent, tag="message_bounced"):
+class MessageBounced(_MessageEvent, frozen=True, tag="message_bounced"):
     reason: str | None = None
 
 
-class MessageUnsubscribed(_MessageEvent, tag="message_unsubscribed"):
+class MessageUnsubscribed(_MessageEvent, frozen=True, tag="message_unsubscribed"):
     pass
 
 
-class ConsentChanged(BaseEvent, tag="consent_changed"):
+class ConsentChanged(BaseEvent, frozen=True, tag="consent_changed"):
     consent_channel: MessageChannel
     granted: bool
 
 
-class StoreVisit(BaseEvent, tag="store_visit"):
+class StoreVisit(BaseEvent, frozen=True, tag="store_visit"):
     store_id: Id
 
 
-class LoyaltyPointsAdjusted(BaseEvent, tag="loyalty_points_adjusted"):
+class LoyaltyPointsAdjusted(BaseEvent, frozen=True, tag="loyalty_points_adjusted"):
     points: int
     reason: str | None = None
 
 
-class Custom(BaseEvent, tag="custom"):
+class Custom(BaseEvent, frozen=True, tag="custom"):
     """A track event Pulse has no type for; kept so nothing is dropped."""
 
     name: Id
@@ -218,9 +218,7 @@ Event = (
 )
 
 EVENT_TYPES: tuple[type[BaseEvent], ...] = Event.__args__  # type: ignore[attr-defined]
-EVENT_TYPE_NAMES: tuple[str, ...] = tuple(
-    str(msgspec.inspect.type_info(t).tag) for t in EVENT_TYPES  # type: ignore[attr-defined]
-)
+EVENT_TYPE_NAMES: tuple[str, ...] = tuple(str(t.__struct_config__.tag) for t in EVENT_TYPES)
 
 
 def event_type(event: BaseEvent) -> str:

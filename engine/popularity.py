@@ -45,8 +45,9 @@ def item_signals(event: ev.BaseEvent) -> list[ItemSignal]:
             return [ItemSignal(sku, _WEIGHTS["add_to_cart"], ts, name, cat, price)]
         case ev.OrderPlaced(items=items):
             return [
-                ItemSignal(i.sku, _WEIGHTS["order_placed"] * i.quantity, ts, i.name, i.category,
-                           i.price)
+                ItemSignal(
+                    i.sku, _WEIGHTS["order_placed"] * i.quantity, ts, i.name, i.category, i.price
+                )
                 for i in items
             ]
     return []

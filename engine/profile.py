@@ -72,8 +72,13 @@ def profile_view(state: CustomerState) -> dict[str, str]:
         "category_views": _enc.encode(state.category_views).decode(),
         "cart": _enc.encode(
             [
-                {"sku": c.sku, "quantity": c.quantity, "price": c.price, "category": c.category,
-                 "name": c.name}
+                {
+                    "sku": c.sku,
+                    "quantity": c.quantity,
+                    "price": c.price,
+                    "category": c.category,
+                    "name": c.name,
+                }
                 for c in state.cart.values()
             ]
         ).decode(),
@@ -91,8 +96,15 @@ def profile_view(state: CustomerState) -> dict[str, str]:
 
 
 _JSON_FIELDS = frozenset(
-    {"event_counts", "recently_viewed", "category_views", "cart", "consent", "open_tickets",
-     "traits"}
+    {
+        "event_counts",
+        "recently_viewed",
+        "category_views",
+        "cart",
+        "consent",
+        "open_tickets",
+        "traits",
+    }
 )
 _INT_FIELDS = frozenset({"events_total", "cart_quantity", "orders"})
 

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -32,14 +33,14 @@ Settings come from PULSE_* environment variables and an optional TOML file
 """
 
 
-def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     return load_settings(config_file=args.config, **overrides)
 
 
 def cmd_services(args: argparse.Namespace) -> int:
     from pulse import services
 
-    overrides: dict[str, object] = {}
+    overrides: dict[str, Any] = {}
     if getattr(args, "no_persist", False):
         overrides["redis_persistence"] = False
     settings = _settings(args, **overrides)
@@ -49,7 +50,9 @@ def cmd_services(args: argparse.Namespace) -> int:
         _print_status(services.status(settings))
     elif args.action == "down":
         stopped = services.down(settings)
-        print(f"stopped: {', '.join(stopped)}" if stopped else "nothing started by pulse is running")
+        print(
+            f"stopped: {', '.join(stopped)}" if stopped else "nothing started by pulse is running"
+        )
     else:
         statuses = services.status(settings)
         _print_status(statuses)
@@ -79,7 +82,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from dataflows.run import run
 
     settings = _settings(args, workers=args.workers)
-    recovery = None if args.no_recovery else Path(args.recovery_dir or settings.effective_recovery_dir)
+    recovery = (
+        None if args.no_recovery else Path(args.recovery_dir or settings.effective_recovery_dir)
+    )
     addresses = args.addresses.split(",") if args.addresses else None
     run(settings, recovery_dir=recovery, process_id=args.process_id, addresses=addresses)
     return 0
@@ -123,15 +128,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str,
-            description: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=description,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    def add(
+        name: str, func: Callable[[argparse.Namespace], int], help_: str, description: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name,
+            help=help_,
+            description=description,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.set_defaults(func=func)
         return p
 
     p = add(
-        "services", cmd_services, "start, stop or inspect local Kafka and Redis",
+        "services",
+        cmd_services,
+        "start, stop or inspect local Kafka and Redis",
         "Manage the real Kafka (KRaft, single node, 127.0.0.1:9092) and Redis\n"
         "(127.0.0.1:6379) that Pulse runs on. Kafka's jars are fetched once with\n"
         "Maven into .cache/kafka; data lives under .cache and survives restarts.\n"
@@ -140,45 +152,78 @@ def build_parser() -> argparse.ArgumentParser:
         "`status` exits 3 when a service is down.",
     )
     p.add_argument("action", choices=["up", "down", "status"])
-    p.add_argument("--no-persist", action="store_true",
-                   help="start Redis without persistence (what the tests use)")
+    p.add_argument(
+        "--no-persist",
+        action="store_true",
+        help="start Redis without persistence (what the tests use)",
+    )
 
-    add("config", cmd_config, "print the effective settings (secrets masked)",
+    add(
+        "config",
+        cmd_config,
+        "print the effective settings (secrets masked)",
         "Print the settings Pulse would run with, after the TOML file and PULSE_*\n"
-        "variables, as JSON. Invalid settings exit 2 naming the field.")
+        "variables, as JSON. Invalid settings exit 2 naming the field.",
+    )
 
-    p = add("run", cmd_run, "run the personalization dataflow",
-            "Consume pulse.events, update per-customer state, write profiles to Redis\n"
-            "and fire triggers to pulse.triggers. State snapshots go to the recovery\n"
-            "directory (default .cache/recovery/<topic_prefix>) every\n"
-            "snapshot_interval_s; a restart resumes from the last snapshot.")
+    p = add(
+        "run",
+        cmd_run,
+        "run the personalization dataflow",
+        "Consume pulse.events, update per-customer state, write profiles to Redis\n"
+        "and fire triggers to pulse.triggers. State snapshots go to the recovery\n"
+        "directory (default .cache/recovery/<topic_prefix>) every\n"
+        "snapshot_interval_s; a restart resumes from the last snapshot.",
+    )
     p.add_argument("--recovery-dir", metavar="DIR", help="where recovery snapshots live")
-    p.add_argument("--no-recovery", action="store_true",
-                   help="keep no snapshots (restarts re-read the topic from the start)")
+    p.add_argument(
+        "--no-recovery",
+        action="store_true",
+        help="keep no snapshots (restarts re-read the topic from the start)",
+    )
     p.add_argument("--workers", type=int, help="worker threads in this process")
     p.add_argument("--process-id", type=int, help="this process's index in a cluster")
-    p.add_argument("--addresses", metavar="HOST:PORT,...",
-                   help="all cluster processes' addresses, for Bytewax cluster mode")
+    p.add_argument(
+        "--addresses",
+        metavar="HOST:PORT,...",
+        help="all cluster processes' addresses, for Bytewax cluster mode",
+    )
 
-    p = add("api", cmd_api, "serve the HTTP API (collector, profiles, recommendations)",
-            "Serve the FastAPI app: POST /v1/events, GET /v1/customers/{id}/profile,\n"
-            "GET /v1/customers/{id}/recommendations, /healthz, /readyz, /docs.")
+    p = add(
+        "api",
+        cmd_api,
+        "serve the HTTP API (collector, profiles, recommendations)",
+        "Serve the FastAPI app: POST /v1/events, GET /v1/customers/{id}/profile,\n"
+        "GET /v1/customers/{id}/recommendations, /healthz, /readyz, /docs.",
+    )
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")
 
-    add("dispatch", cmd_dispatch, "deliver fired triggers through a channel",
+    add(
+        "dispatch",
+        cmd_dispatch,
+        "deliver fired triggers through a channel",
         "Consume pulse.triggers and deliver each trigger exactly once (idempotency\n"
         "key = trigger id, recorded in Redis). The log channel prints one JSON\n"
-        "line per delivery.")
+        "line per delivery.",
+    )
 
-    p = add("demo", cmd_demo, "everything at once: services, processes, sample traffic",
-            "Start Kafka and Redis, the dataflow, the API and the dispatcher; replay a\n"
-            "realistic generated stream of shoppers through the API; print triggers\n"
-            "as they fire; show a profile and recommendations. Ctrl-C stops it all.")
+    p = add(
+        "demo",
+        cmd_demo,
+        "everything at once: services, processes, sample traffic",
+        "Start Kafka and Redis, the dataflow, the API and the dispatcher; replay a\n"
+        "realistic generated stream of shoppers through the API; print triggers\n"
+        "as they fire; show a profile and recommendations. Ctrl-C stops it all.",
+    )
     p.add_argument("--customers", type=int, default=200, help="simulated customers (200)")
     p.add_argument("--rate", type=float, default=300.0, help="events per second (300)")
-    p.add_argument("--cart-delay", type=float, default=5.0,
-                   help="abandoned-cart delay in seconds for the demo (5)")
+    p.add_argument(
+        "--cart-delay",
+        type=float,
+        default=5.0,
+        help="abandoned-cart delay in seconds for the demo (5)",
+    )
     return parser
 
 

@@ -73,8 +73,10 @@ def run_demo(settings: Settings, *, customers: int, rate: float, config: str | N
     console.rule("[bold]Pulse demo")
     console.print("starting Kafka and Redis (the first run downloads Kafka's jars once)...")
     started = services.up(settings)
-    console.print(f"services ready ({', '.join(started) or 'already running'}) "
-                  f"in {time.monotonic() - started_at:.1f} s")
+    console.print(
+        f"services ready ({', '.join(started) or 'already running'}) "
+        f"in {time.monotonic() - started_at:.1f} s"
+    )
 
     procs = _Processes(settings, config, log_dir)
     triggers: list[dict[str, Any]] = []
@@ -84,11 +86,14 @@ def run_demo(settings: Settings, *, customers: int, rate: float, config: str | N
         procs.start("dispatcher", "dispatch", stdout=subprocess.PIPE)
         dispatcher_out = procs.children["dispatcher"].stdout
         assert dispatcher_out is not None
-        threading.Thread(target=_print_triggers, args=(dispatcher_out, triggers),
-                         daemon=True).start()
+        threading.Thread(
+            target=_print_triggers, args=(dispatcher_out, triggers), daemon=True
+        ).start()
         _wait_ready(settings, procs)
-        console.print(f"dataflow, API (http://{settings.api_host}:{settings.api_port}/docs) "
-                      f"and dispatcher running; logs in {log_dir}")
+        console.print(
+            f"dataflow, API (http://{settings.api_host}:{settings.api_port}/docs) "
+            f"and dispatcher running; logs in {log_dir}"
+        )
 
         sent = _send_traffic(settings, procs, customers, rate)
         wait_s = settings.abandoned_cart_delay_s + 5
@@ -101,8 +106,10 @@ def run_demo(settings: Settings, *, customers: int, rate: float, config: str | N
         _show_results(settings, sent, triggers)
         console.print(f"demo ready in {time.monotonic() - started_at:.1f} s")
         if sys.stdin.isatty():
-            console.print("everything keeps running: try the API at "
-                          f"http://{settings.api_host}:{settings.api_port}/docs; Ctrl-C stops it")
+            console.print(
+                "everything keeps running: try the API at "
+                f"http://{settings.api_host}:{settings.api_port}/docs; Ctrl-C stops it"
+            )
             while True:
                 procs.check()
                 time.sleep(1)
@@ -110,8 +117,10 @@ def run_demo(settings: Settings, *, customers: int, rate: float, config: str | N
         console.print("\nstopping...")
     finally:
         procs.stop()
-        console.print("dataflow, API and dispatcher stopped; Kafka and Redis keep running "
-                      "(`pulse services down` stops them)")
+        console.print(
+            "dataflow, API and dispatcher stopped; Kafka and Redis keep running "
+            "(`pulse services down` stops them)"
+        )
     return 0 if triggers else 1
 
 
@@ -129,8 +138,13 @@ def _wait_ready(settings: Settings, procs: _Processes, timeout_s: float = 60) ->
     raise RuntimeError("the API did not become ready in time")
 
 
-def _request(settings: Settings, method: str, path: str, body: bytes | None = None,
-             conn: http.client.HTTPConnection | None = None) -> tuple[int, Any]:
+def _request(
+    settings: Settings,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    conn: http.client.HTTPConnection | None = None,
+) -> tuple[int, Any]:
     own = conn is None
     conn = conn or http.client.HTTPConnection(settings.api_host, settings.api_port, timeout=10)
     try:
@@ -143,14 +157,21 @@ def _request(settings: Settings, method: str, path: str, body: bytes | None = No
             conn.close()
 
 
-def _send_traffic(settings: Settings, procs: _Processes, customers: int, rate: float) -> Counter[str]:
+def _send_traffic(
+    settings: Settings, procs: _Processes, customers: int, rate: float
+) -> Counter[str]:
     events = list(shopper_events(customers))
     sent: Counter[str] = Counter()
     conn = http.client.HTTPConnection(settings.api_host, settings.api_port, timeout=10)
     interval = 1.0 / rate
     next_at = time.monotonic()
-    columns = (TextColumn("sending events"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
+    columns = (
+        TextColumn("sending events"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("events", total=len(events), rate="")
         t0 = time.monotonic()
@@ -161,8 +182,7 @@ def _send_traffic(settings: Settings, procs: _Processes, customers: int, rate: f
             sent[event["type"]] += 1
             if i % 50 == 0:
                 procs.check()
-                progress.update(task, completed=i,
-                                rate=f"{i / (time.monotonic() - t0):.0f} ev/s")
+                progress.update(task, completed=i, rate=f"{i / (time.monotonic() - t0):.0f} ev/s")
             next_at += interval
             pause = next_at - time.monotonic()
             if pause > 0:
@@ -206,6 +226,11 @@ def _show_results(settings: Settings, sent: Counter[str], triggers: list[dict[st
     for column in ("sku", "name", "category", "price", "reason"):
         recs_table.add_column(column)
     for item in (recs or {}).get("items", []):
-        recs_table.add_row(item["sku"], item.get("name") or "", item.get("category") or "",
-                           f"{item.get('price') or 0:.2f}", item["reason"])
+        recs_table.add_row(
+            item["sku"],
+            item.get("name") or "",
+            item.get("category") or "",
+            f"{item.get('price') or 0:.2f}",
+            item["reason"],
+        )
     console.print(recs_table)

@@ -93,12 +93,21 @@ def _session(
     yield {**base, "type": "page_view", "url": "https://shop.example/", "title": "Home"}
     if index == 0 and rng.random() < 0.8:
         yield {
-            **base, "type": "identify", "anonymous_id": anon,
-            "traits": {"email": f"{customer}@example.com", "first_name": customer.title(),
-                       "timezone": rng.choice(("Europe/Paris", "Europe/Berlin", "Europe/Madrid"))},
+            **base,
+            "type": "identify",
+            "anonymous_id": anon,
+            "traits": {
+                "email": f"{customer}@example.com",
+                "first_name": customer.title(),
+                "timezone": rng.choice(("Europe/Paris", "Europe/Berlin", "Europe/Madrid")),
+            },
         }
-        yield {**base, "type": "consent_changed", "consent_channel": "email",
-               "granted": rng.random() < 0.85}
+        yield {
+            **base,
+            "type": "consent_changed",
+            "consent_channel": "email",
+            "granted": rng.random() < 0.85,
+        }
     if rng.random() < 0.3:
         yield {**base, "type": "search", "query": rng.choice(favourites), "results": 12}
     viewed: list[Product] = []
@@ -110,25 +119,45 @@ def _session(
     if rng.random() < 0.45:
         cart = rng.sample(viewed, k=min(len(viewed), rng.randint(1, 3)))
         for product in cart:
-            yield {**base, "type": "add_to_cart", **_item(product),
-                   "quantity": rng.choice((1, 1, 2, 6))}
+            yield {
+                **base,
+                "type": "add_to_cart",
+                **_item(product),
+                "quantity": rng.choice((1, 1, 2, 6)),
+            }
         if rng.random() < 0.5:
             yield {**base, "type": "checkout_started"}
             total = round(sum(p.price for p in cart), 2)
             yield {
-                **base, "type": "order_placed", "order_id": f"o-{run}-{customer}-{index}",
-                "total": total, "currency": "GBP",
+                **base,
+                "type": "order_placed",
+                "order_id": f"o-{run}-{customer}-{index}",
+                "total": total,
+                "currency": "GBP",
                 "items": [{**_item(p), "quantity": 1} for p in cart],
             }
     if rng.random() < 0.05:
         ticket = f"t-{run}-{customer}-{index}"
-        yield {**base, "type": "support_ticket_opened", "ticket_id": ticket,
-               "subject": "Where is my order?", "channel": "call_center"}
+        yield {
+            **base,
+            "type": "support_ticket_opened",
+            "ticket_id": ticket,
+            "subject": "Where is my order?",
+            "channel": "call_center",
+        }
         if rng.random() < 0.6:
-            yield {**base, "type": "support_ticket_closed", "ticket_id": ticket,
-                   "channel": "call_center"}
+            yield {
+                **base,
+                "type": "support_ticket_closed",
+                "ticket_id": ticket,
+                "channel": "call_center",
+            }
 
 
 def _item(product: Product) -> dict[str, Any]:
-    return {"sku": product.sku, "name": product.name, "category": product.category,
-            "price": product.price}
+    return {
+        "sku": product.sku,
+        "name": product.name,
+        "category": product.category,
+        "price": product.price,
+    }

@@ -55,6 +55,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     max_body_bytes: int = 1_048_576
+    # How long the collector waits for Kafka's acknowledgement before a 503.
+    ack_timeout_s: float = 5.0
     write_keys: tuple[str, ...] = ()
     read_keys: tuple[str, ...] = ()
 
@@ -70,11 +72,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     def __post_init__(self) -> None:
-        for name in ("partitions", "workers", "api_port", "max_body_bytes", "local_kafka_port",
-                     "local_redis_port"):
+        for name in (
+            "partitions",
+            "workers",
+            "api_port",
+            "max_body_bytes",
+            "local_kafka_port",
+            "local_redis_port",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name}: must be at least 1, got {getattr(self, name)}")
-        for name in ("snapshot_interval_s", "abandoned_cart_delay_s"):
+        for name in ("snapshot_interval_s", "abandoned_cart_delay_s", "ack_timeout_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name}: must be positive, got {getattr(self, name)}")
         if self.redis_url is not None and not self.redis_url.startswith(

@@ -8,6 +8,7 @@ its topics and keys are removed afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -61,10 +62,8 @@ def pulse_settings(live_services: Settings, tmp_path: Path) -> Iterator[Settings
     yield settings
     admin = AdminClient({"bootstrap.servers": settings.kafka})
     for fut in admin.delete_topics(list(settings.all_topics), operation_timeout=10).values():
-        try:
+        with contextlib.suppress(Exception):  # already gone is fine
             fut.result()
-        except Exception:  # already gone is fine
-            pass
     client: redis.Redis = redis.Redis.from_url(settings.redis)
     keys: list[Any] = list(client.scan_iter(match=f"{tag}:*", count=1000))
     if keys:

@@ -19,8 +19,9 @@ from pulse.settings import Settings
 
 
 def produce(settings: Settings, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
-    producer = Producer({"bootstrap.servers": settings.kafka, "enable.idempotence": "true",
-                         "linger.ms": "5"})
+    producer = Producer(
+        {"bootstrap.servers": settings.kafka, "enable.idempotence": "true", "linger.ms": "5"}
+    )
     count = 0
     for key, value in records:
         producer.produce(topic, key=key, value=value)
@@ -45,12 +46,14 @@ def consume(
     settings: Settings, topic: str, expected: int, timeout_s: float = 30.0
 ) -> list[Message]:
     """Read ``topic`` from the start until ``expected`` records arrived or time ran out."""
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka,
-        "group.id": f"test-{uuid.uuid4().hex}",
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": "false",
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka,
+            "group.id": f"test-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": "false",
+        }
+    )
     consumer.subscribe([topic])
     out: list[Message] = []
     deadline = time.monotonic() + timeout_s
@@ -86,7 +89,10 @@ class PulseProcess:
         self._out = open(self.out_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pulse.cli", *args],
-            env=env, stdout=self._out, stderr=self._log, stdin=subprocess.DEVNULL,
+            env=env,
+            stdout=self._out,
+            stderr=self._log,
+            stdin=subprocess.DEVNULL,
         )
 
     def alive(self) -> bool:

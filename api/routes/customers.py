@@ -25,7 +25,7 @@ async def get_profile(
     redis: Annotated[aioredis.Redis, Depends(deps.redis_client)],
     keys: Annotated[RedisKeys, Depends(deps.keys)],
 ) -> Any:
-    raw = await redis.hgetall(keys.profile(customer_id))
+    raw: dict[Any, Any] = await redis.hgetall(keys.profile(customer_id))
     if not raw:
         return problem(404, "no such customer", f"no profile for {customer_id!r}")
     return parse_view({k.decode(): v.decode() for k, v in raw.items()})

@@ -20,11 +20,14 @@ log = logging.getLogger(__name__)
 def up(settings: Settings, *, create_topics: bool = True) -> list[str]:
     """Bring up whatever Pulse manages and is not running; returns what it started."""
     started = []
-    if settings.redis_managed and redis_server.LocalRedis(settings.cache_dir, settings.local_redis_port).start(
-        persistence=settings.redis_persistence
-    ):
+    if settings.redis_managed and redis_server.LocalRedis(
+        settings.cache_dir, settings.local_redis_port
+    ).start(persistence=settings.redis_persistence):
         started.append("redis")
-    if settings.kafka_managed and kafka.LocalKafka(settings.cache_dir, settings.local_kafka_port).start():
+    if (
+        settings.kafka_managed
+        and kafka.LocalKafka(settings.cache_dir, settings.local_kafka_port).start()
+    ):
         started.append("kafka")
     if not settings.kafka_managed and not kafka.metadata_ok(settings.kafka, timeout_s=5):
         raise ServiceError(f"no Kafka broker answers at {settings.kafka} (PULSE_KAFKA_BOOTSTRAP)")
@@ -36,9 +39,11 @@ def up(settings: Settings, *, create_topics: bool = True) -> list[str]:
 def down(settings: Settings) -> list[str]:
     """Stop only the servers that ``up`` started (the ones with our pidfile)."""
     stopped = []
-    if settings.kafka_managed and kafka.LocalKafka(settings.cache_dir, settings.local_kafka_port).stop():
+    kafka_server = kafka.LocalKafka(settings.cache_dir, settings.local_kafka_port)
+    redis_local = redis_server.LocalRedis(settings.cache_dir, settings.local_redis_port)
+    if settings.kafka_managed and kafka_server.stop():
         stopped.append("kafka")
-    if settings.redis_managed and redis_server.LocalRedis(settings.cache_dir, settings.local_redis_port).stop():
+    if settings.redis_managed and redis_local.stop():
         stopped.append("redis")
     return stopped
 

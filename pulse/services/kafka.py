@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from pulse.services.process import (
     ServiceError,
@@ -75,8 +75,15 @@ class LocalKafka:
         log.info("fetching Apache Kafka %s jars with Maven into %s", KAFKA_VERSION, self.lib)
         started = time.monotonic()
         proc = subprocess.run(
-            [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-             f"-DoutputDirectory={tmp}"],
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(pom),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={tmp}",
+            ],
             capture_output=True,
             text=True,
         )
@@ -106,8 +113,17 @@ class LocalKafka:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         self.data.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run(
-            [_java(), "-cp", f"{self.lib}/*", "kafka.tools.StorageTool", "format",
-             "-t", cluster_id, "-c", str(self.config)],
+            [
+                _java(),
+                "-cp",
+                f"{self.lib}/*",
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(self.config),
+            ],
             capture_output=True,
             text=True,
         )
@@ -147,7 +163,10 @@ class LocalKafka:
         ]
         with open(self.logs / "stdout.log", "ab") as out:
             proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,  # survives the terminal that ran `pulse services up`
             )
         self.pidfile.write_text(str(proc.pid))
@@ -177,7 +196,7 @@ class LocalKafka:
 
 def metadata_ok(bootstrap: str, timeout_s: float = 2.0) -> bool:
     """True when a broker at ``bootstrap`` answers a metadata request."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, "logger": _quiet})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _quiet})  # type: ignore[dict-item]
     try:
         admin.list_topics(timeout=timeout_s)
         return True
@@ -191,7 +210,7 @@ _quiet.setLevel(logging.CRITICAL)
 
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Create Pulse's topics with the configured partitions; returns those created."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka, "logger": _quiet})
+    admin = AdminClient({"bootstrap.servers": settings.kafka, "logger": _quiet})  # type: ignore[dict-item]
     existing = set(admin.list_topics(timeout=10).topics)
     wanted = [t for t in settings.all_topics if t not in existing]
     if not wanted:

@@ -54,17 +54,23 @@ class LocalRedis:
         self.home.mkdir(parents=True, exist_ok=True)
         args = [
             binary,
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--protected-mode", "yes",
-            "--daemonize", "yes",
-            "--pidfile", str(self.pidfile.resolve()),
-            "--logfile", str(self.logfile.resolve()),
-            "--dir", str(self.home.resolve()),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--protected-mode",
+            "yes",
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            str(self.pidfile.resolve()),
+            "--logfile",
+            str(self.logfile.resolve()),
+            "--dir",
+            str(self.home.resolve()),
         ]
         if persistence:
-            args += ["--appendonly", "yes", "--appendfsync", "everysec",
-                     "--save", "300 1 60 10000"]
+            args += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "300 1 60 10000"]
         else:
             args += ["--appendonly", "no", "--save", ""]
         self.pidfile.unlink(missing_ok=True)
@@ -82,7 +88,9 @@ class LocalRedis:
             except redis.exceptions.ConnectionError:
                 pass
             time.sleep(0.1)
-        raise ServiceError(f"Redis did not answer PING within {timeout_s:.0f} s; see {self.logfile}")
+        raise ServiceError(
+            f"Redis did not answer PING within {timeout_s:.0f} s; see {self.logfile}"
+        )
 
     def stop(self) -> bool:
         pid = self.pid()

@@ -71,41 +71,75 @@ def test_cart_without_order_fires_one_trigger_and_profile_is_served(
 ) -> None:
     settings = stack
     # Through the collector...
-    status, body = _request(settings, "POST", "/v1/events", {
-        "type": "add_to_cart", "event_id": "e-1", "customer_id": "alice",
-        "sku": "MUG-1", "price": 7.5, "quantity": 2, "name": "Mug", "category": "mugs",
-    })
+    status, body = _request(
+        settings,
+        "POST",
+        "/v1/events",
+        {
+            "type": "add_to_cart",
+            "event_id": "e-1",
+            "customer_id": "alice",
+            "sku": "MUG-1",
+            "price": 7.5,
+            "quantity": 2,
+            "name": "Mug",
+            "category": "mugs",
+        },
+    )
     assert status == 202, body
     # ...and produced straight to Kafka; Bob orders, so no trigger for him.
-    produce_events(settings, [
-        {"type": "add_to_cart", "event_id": "e-2", "customer_id": "bob", "sku": "LAMP-1",
-         "price": 20.0},
-        {"type": "order_placed", "event_id": "e-3", "customer_id": "bob", "order_id": "o-1",
-         "total": 20.0, "items": [{"sku": "LAMP-1", "price": 20.0}]},
-    ])
+    produce_events(
+        settings,
+        [
+            {
+                "type": "add_to_cart",
+                "event_id": "e-2",
+                "customer_id": "bob",
+                "sku": "LAMP-1",
+                "price": 20.0,
+            },
+            {
+                "type": "order_placed",
+                "event_id": "e-3",
+                "customer_id": "bob",
+                "order_id": "o-1",
+                "total": 20.0,
+                "items": [{"sku": "LAMP-1", "price": 20.0}],
+            },
+        ],
+    )
     # Undecodable input goes to the DLQ and does not stop the flow.
-    produce(settings, settings.events_topic, [(b"x", b"\xff not json"),
-                                              (b"y", b'{"type":"add_to_cart"}')])
+    produce(
+        settings,
+        settings.events_topic,
+        [(b"x", b"\xff not json"), (b"y", b'{"type":"add_to_cart"}')],
+    )
 
     profile = wait_for(
         lambda: (r := _get(settings, "/v1/customers/alice/profile"))[0] == 200 and r[1],
-        20, "alice's profile",
+        20,
+        "alice's profile",
     )
     assert profile["cart_quantity"] == 2
     assert profile["cart_value"] == 15.0
     assert profile["event_counts"] == {"add_to_cart": 1}
 
     bob = wait_for(
-        lambda: (r := _get(settings, "/v1/customers/bob/profile"))[0] == 200
-        and r[1]["orders"] == 1 and r[1],
-        20, "bob's order in his profile",
+        lambda: (
+            (r := _get(settings, "/v1/customers/bob/profile"))[0] == 200
+            and r[1]["orders"] == 1
+            and r[1]
+        ),
+        20,
+        "bob's order in his profile",
     )
     assert bob["revenue"] == 20.0 and bob["cart"] == []
 
     dispatcher_out = tmp_path / "dispatcher.out"
     deliveries = wait_for(
         lambda: [orjson.loads(line) for line in dispatcher_out.read_text().splitlines()],
-        settings.abandoned_cart_delay_s + 20, "the abandoned-cart trigger",
+        settings.abandoned_cart_delay_s + 20,
+        "the abandoned-cart trigger",
     )
     assert [d["customer_id"] for d in deliveries] == ["alice"]
     assert deliveries[0]["rule_id"] == "abandoned_cart"
