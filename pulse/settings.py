@@ -48,6 +48,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     workers: int = 1
     start_from: Literal["earliest", "latest"] = "earliest"
 
+    # A repeated event id within this window (event time) is dropped and counted.
+    dedup_window_s: float = 86400.0
+
     # The foundation's one trigger rule; YAML rules replace it later.
     abandoned_cart_delay_s: float = 1800.0
 
@@ -82,7 +85,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name}: must be at least 1, got {getattr(self, name)}")
-        for name in ("snapshot_interval_s", "abandoned_cart_delay_s", "ack_timeout_s"):
+        for name in (
+            "snapshot_interval_s",
+            "abandoned_cart_delay_s",
+            "ack_timeout_s",
+            "dedup_window_s",
+        ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name}: must be positive, got {getattr(self, name)}")
         if self.redis_url is not None and not self.redis_url.startswith(
