@@ -53,9 +53,14 @@ class Engine:
         _update_profile(state, event, ts)
 
         for rule in self.rules:
+            timer = state.timers.get(rule.rule_id)
+            # Event time decides, not arrival: a late, older start event must not
+            # bring the timer forward, and a late, older cancel event must not
+            # cancel a timer armed after it.
             if kind in rule.cancel_on:
-                state.timers.pop(rule.rule_id, None)
-            elif kind in rule.start_on:
+                if timer is not None and ts >= timer.due - rule.delay_s:
+                    del state.timers[rule.rule_id]
+            elif kind in rule.start_on and (timer is None or ts + rule.delay_s >= timer.due):
                 state.timers[rule.rule_id] = Timer(ts + rule.delay_s, event.event_id)
         effects.append(ProfileChanged(state))
         return state, effects

@@ -19,7 +19,8 @@ MessageChannel = Literal["email", "sms", "push", "webhook", "in_app", "log"]
 Id = Annotated[str, Meta(min_length=1, max_length=256)]
 Money = Annotated[float, Meta(ge=0, le=1e9)]
 Quantity = Annotated[int, Meta(ge=1, le=100_000)]
-Currency = Annotated[str, Meta(pattern="^[A-Z]{3}$", max_length=3)]  # length: "$" matches before "\n"
+# The length bound matters: a regex "$" also matches before a trailing newline.
+Currency = Annotated[str, Meta(pattern="^[A-Z]{3}$", max_length=3)]
 
 
 class Context(Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=False):

@@ -45,7 +45,7 @@ class CustomerState(msgspec.Struct, kw_only=True):
 
     @property
     def cart_value(self) -> float:
-        return round(sum(line.price * line.quantity for line in self.cart.values()), 2)
+        return round(sum(line.price * line.quantity for line in self.cart.values()), 2) + 0.0
 
     @property
     def cart_quantity(self) -> int:

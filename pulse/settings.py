@@ -8,6 +8,7 @@ down. Nothing in Pulse reads the environment at import time.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -170,7 +171,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 continue
             if isinstance(value, bool):
                 value = "true" if value else "false"
-            elif isinstance(value, list):
+            elif isinstance(value, list | tuple):
                 value = ",".join(value)
             out[f"PULSE_{key.upper()}"] = str(value)
         return out
@@ -190,6 +191,7 @@ def _mask(secret: str) -> str:
     return secret[:4] + "***" if len(secret) > 8 else "***"
 
 
+_LOCATED = re.compile(r" - at `\$\.([a-z_]+)[^`]*`$")
 _FIELDS = {f.name: f for f in msgspec.structs.fields(Settings)}
 _TUPLE_FIELDS = frozenset({"write_keys", "read_keys"})
 
@@ -236,6 +238,8 @@ def load_settings(
     for key, value in overrides.items():
         if value is None:
             continue
+        if key not in _FIELDS:
+            raise SettingsError(f"{key} (from option {key}): unknown setting")
         raw[key] = value
         source[key] = f"option {key}"
 
@@ -245,9 +249,9 @@ def load_settings(
         raise
     except msgspec.ValidationError as exc:
         message = str(exc)
-        if "$." in message:
-            field = message.rsplit("$.", 1)[-1].split("[")[0].rstrip("`")
-            message = message.split(" - at `")[0]
+        located = _LOCATED.search(message)
+        if located:  # a type or constraint error: "... - at `$.field`"
+            field, message = located.group(1), message[: located.start()]
         else:  # raised by __post_init__ as "<field>: <reason>"
             field, _, message = message.partition(": ")
         where = source.get(field, "default")

@@ -39,9 +39,30 @@ json_values = st.recursive(
 
 # Mostly event-shaped objects, so decoding gets past the tag into field validation.
 _field_names = st.sampled_from(
-    ["type", "event_id", "customer_id", "anonymous_id", "timestamp", "channel", "context",
-     "sku", "price", "quantity", "order_id", "total", "items", "traits", "points", "name",
-     "properties", "message_id", "message_channel", "consent_channel", "granted", "query"]
+    [
+        "type",
+        "event_id",
+        "customer_id",
+        "anonymous_id",
+        "timestamp",
+        "channel",
+        "context",
+        "sku",
+        "price",
+        "quantity",
+        "order_id",
+        "total",
+        "items",
+        "traits",
+        "points",
+        "name",
+        "properties",
+        "message_id",
+        "message_channel",
+        "consent_channel",
+        "granted",
+        "query",
+    ]
 )
 event_shaped = st.fixed_dictionaries(
     {"type": st.sampled_from(ev.EVENT_TYPE_NAMES) | json_scalars},
@@ -104,8 +125,9 @@ any_values = st.recursive(
     | st.integers(min_value=-(2**63), max_value=2**63 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner,
-                                                                 max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3)
+    ),
     max_leaves=10,
 )
 
@@ -172,9 +194,13 @@ def _with_timestamp(event: ev.BaseEvent, when: datetime) -> ev.BaseEvent:
     return msgspec.structs.replace(event, timestamp=event.timestamp or when)
 
 
-valid_events: st.SearchStrategy[ev.BaseEvent] = st.one_of(
-    *(struct_strategy(msgspec.inspect.type_info(t)) for t in ev.EVENT_TYPES)  # type: ignore[arg-type]
-)
+def events_of(event_type: type[ev.BaseEvent]) -> st.SearchStrategy[ev.BaseEvent]:
+    info = msgspec.inspect.type_info(event_type)
+    assert isinstance(info, msgspec.inspect.StructType)
+    return struct_strategy(info)
+
+
+valid_events = st.one_of(*(events_of(t) for t in ev.EVENT_TYPES))
 timestamped_events = st.builds(_with_timestamp, valid_events, aware_datetimes)
 
 
@@ -182,9 +208,7 @@ timestamped_events = st.builds(_with_timestamp, valid_events, aware_datetimes)
 @settings(max_examples=15)
 @given(data=st.data())
 def test_every_event_type_round_trips(event_type: type[ev.BaseEvent], data: st.DataObject) -> None:
-    info = msgspec.inspect.type_info(event_type)
-    assert isinstance(info, msgspec.inspect.StructType)
-    event = data.draw(st.builds(_with_timestamp, struct_strategy(info), aware_datetimes))
+    event = data.draw(st.builds(_with_timestamp, events_of(event_type), aware_datetimes))
     decoded = decode_event(encode_event(event), RECEIVED_AT)
     assert decoded == event
     assert type(decoded) is event_type
@@ -241,8 +265,14 @@ def test_wrong_field_type_names_the_field_path() -> None:
 
 def test_nested_field_errors_name_the_nested_path() -> None:
     result = _decode(
-        {"type": "order_placed", "event_id": "e1", "customer_id": "c1", "order_id": "o1",
-         "total": 10, "items": [{"sku": "s1", "price": -1}]}
+        {
+            "type": "order_placed",
+            "event_id": "e1",
+            "customer_id": "c1",
+            "order_id": "o1",
+            "total": 10,
+            "items": [{"sku": "s1", "price": -1}],
+        }
     )
     assert isinstance(result, DeadLetter)
     assert "$.items[0].price" in result.reason
@@ -251,15 +281,22 @@ def test_nested_field_errors_name_the_nested_path() -> None:
 @pytest.mark.parametrize("stamp", ["2024-05-01T12:00:00", "2024-05-01 12:00:00"])
 def test_naive_timestamp_is_rejected(stamp: str) -> None:
     """Without an offset the instant is ambiguous; guessing UTC would skew timers."""
-    result = _decode({"type": "page_view", "event_id": "e1", "customer_id": "c1",
-                      "timestamp": stamp})
+    result = _decode(
+        {"type": "page_view", "event_id": "e1", "customer_id": "c1", "timestamp": stamp}
+    )
     assert isinstance(result, DeadLetter)
     assert "offset" in result.reason
 
 
 def test_offset_timestamp_keeps_its_instant() -> None:
-    result = _decode({"type": "page_view", "event_id": "e1", "customer_id": "c1",
-                      "timestamp": "2024-05-01T14:00:00+02:00"})
+    result = _decode(
+        {
+            "type": "page_view",
+            "event_id": "e1",
+            "customer_id": "c1",
+            "timestamp": "2024-05-01T14:00:00+02:00",
+        }
+    )
     assert isinstance(result, ev.PageView)
     assert result.timestamp == datetime(2024, 5, 1, 12, tzinfo=UTC)
 
@@ -271,12 +308,32 @@ def test_offset_timestamp_keeps_its_instant() -> None:
         ({"event_id": "e1", "customer_id": "c1"}, "type"),
         ({"type": "page_view", "customer_id": "c1"}, "event_id"),
         ({"type": "page_view", "event_id": "", "customer_id": "c1"}, "$.event_id"),
-        ({"type": "page_view", "event_id": "e1", "customer_id": "c1", "channel": "fax"},
-         "$.channel"),
-        ({"type": "add_to_cart", "event_id": "e1", "customer_id": "c1", "sku": "s",
-          "price": 1, "quantity": 0}, "$.quantity"),
-        ({"type": "order_placed", "event_id": "e1", "customer_id": "c1", "order_id": "o",
-          "total": 1, "currency": "eur"}, "$.currency"),
+        (
+            {"type": "page_view", "event_id": "e1", "customer_id": "c1", "channel": "fax"},
+            "$.channel",
+        ),
+        (
+            {
+                "type": "add_to_cart",
+                "event_id": "e1",
+                "customer_id": "c1",
+                "sku": "s",
+                "price": 1,
+                "quantity": 0,
+            },
+            "$.quantity",
+        ),
+        (
+            {
+                "type": "order_placed",
+                "event_id": "e1",
+                "customer_id": "c1",
+                "order_id": "o",
+                "total": 1,
+                "currency": "eur",
+            },
+            "$.currency",
+        ),
     ],
 )
 def test_invalid_events_say_why(obj: dict[str, Any], fragment: str) -> None:
@@ -294,18 +351,28 @@ def test_undecodable_bytes_say_so() -> None:
 
 def test_unknown_extra_fields_are_tolerated() -> None:
     """Producers may be newer than the engine; extra fields must not dead-letter events."""
-    result = _decode({"type": "page_view", "event_id": "e1", "customer_id": "c1",
-                      "experiment": "b", "context": {"ip": "1.2.3.4", "screen": "1080p"}})
+    result = _decode(
+        {
+            "type": "page_view",
+            "event_id": "e1",
+            "customer_id": "c1",
+            "experiment": "b",
+            "context": {"ip": "1.2.3.4", "screen": "1080p"},
+        }
+    )
     assert isinstance(result, ev.PageView)
     assert result.context == ev.Context(ip="1.2.3.4")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Currency pattern '^[A-Z]{3}$' is applied with re.search, and '$' also "
-    "matches before a trailing newline, so 'EUR\\n' is accepted as a currency",
-)
 def test_currency_with_trailing_newline_is_rejected() -> None:
-    result = _decode({"type": "order_placed", "event_id": "e1", "customer_id": "c1",
-                      "order_id": "o", "total": 1, "currency": "EUR\n"})
+    result = _decode(
+        {
+            "type": "order_placed",
+            "event_id": "e1",
+            "customer_id": "c1",
+            "order_id": "o",
+            "total": 1,
+            "currency": "EUR\n",
+        }
+    )
     assert isinstance(result, DeadLetter)
