@@ -1,4 +1,8 @@
-"""Bytewax stateful logic around the pure engine: one instance per customer key."""
+"""Bytewax stateful logic around the pure engine: one instance per key.
+
+Timers are part of the state, so after a crash they come back with the
+snapshot and fire from Bytewax's own notification mechanism.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +12,30 @@ from datetime import UTC, datetime
 
 from bytewax.operators import StatefulLogic
 
+from engine import identity
 from engine.customer import Effect, Engine
 from engine.events import BaseEvent
+from engine.identity import AnonymousState, ToCustomer
+from engine.merge import merge_states
 from engine.profile import CustomerState
 
 
-class CustomerLogic(StatefulLogic[BaseEvent, Effect, CustomerState]):
-    """Feeds events and timer wake-ups to ``Engine`` and snapshots its state.
+def _at(due: float | None) -> datetime | None:
+    return None if due is None else datetime.fromtimestamp(due, tz=UTC)
 
-    Timers are part of the state, so after a crash they come back with the
-    snapshot and fire from Bytewax's own notification mechanism.
-    """
+
+class CustomerLogic(StatefulLogic[ToCustomer, Effect, CustomerState]):
+    """A known customer's state: merges anonymous profiles, applies events."""
 
     def __init__(self, engine: Engine, state: CustomerState | None) -> None:
         self._engine = engine
         self._state = state
 
-    def on_item(self, value: BaseEvent) -> tuple[Iterable[Effect], bool]:
-        self._state, effects = self._engine.apply(self._state, value, time.time())
+    def on_item(self, value: ToCustomer) -> tuple[Iterable[Effect], bool]:
+        if value.merge is not None:
+            base = self._state or CustomerState(customer_id=value.customer_id)
+            self._state = merge_states(base, value.merge)
+        self._state, effects = self._engine.apply(self._state, value.event, time.time())
         return effects, StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[Effect], bool]:
@@ -37,11 +47,35 @@ class CustomerLogic(StatefulLogic[BaseEvent, Effect, CustomerState]):
         return (), StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        if self._state is None:
-            return None
-        due = Engine.next_due(self._state)
-        return None if due is None else datetime.fromtimestamp(due, tz=UTC)
+        return None if self._state is None else _at(Engine.next_due(self._state))
 
     def snapshot(self) -> CustomerState:
+        assert self._state is not None
+        return self._state
+
+
+class AnonymousLogic(StatefulLogic[BaseEvent, ToCustomer | Effect, AnonymousState]):
+    """An anonymous id's state: its own profile until identified, then an alias."""
+
+    def __init__(self, engine: Engine, state: AnonymousState | None) -> None:
+        self._engine = engine
+        self._state = state
+
+    def on_item(self, value: BaseEvent) -> tuple[Iterable[ToCustomer | Effect], bool]:
+        self._state, out = identity.resolve(self._engine, self._state, value, time.time())
+        return out, StatefulLogic.RETAIN
+
+    def on_notify(self) -> tuple[Iterable[ToCustomer | Effect], bool]:
+        if self._state is None:
+            return (), StatefulLogic.DISCARD
+        return identity.fire_due(self._engine, self._state, time.time()), StatefulLogic.RETAIN
+
+    def on_eof(self) -> tuple[Iterable[ToCustomer | Effect], bool]:
+        return (), StatefulLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return None if self._state is None else _at(identity.next_due(self._state))
+
+    def snapshot(self) -> AnonymousState:
         assert self._state is not None
         return self._state

@@ -1,9 +1,11 @@
 """The personalization dataflow; steps follow the flow drawn in DESIGN.md.
 
     events_in -> decode -> (bad -> events_dlq)
-              -> key_by_customer -> customer_state -> profile -> Redis
-                                                   -> triggers -> pulse.triggers
-              -> item_signals -> key_by_item -> item_popularity -> Redis
+              -> (has anonymous id) key_by_anonymous_id -> resolve_identity --+
+              -> (known customer) --------------------------------------------+-> key_by_customer
+                 -> customer_state -> profile -> Redis
+                                   -> triggers -> pulse.triggers
+                                   -> item_signals -> key_by_item -> item_popularity -> Redis
 
 Run it with ``pulse run`` (which adds recovery and cluster options).
 """
@@ -11,11 +13,12 @@ Run it with ``pulse run`` (which adds recovery and cluster options).
 from __future__ import annotations
 
 from functools import partial
+from typing import TypeVar
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 
-from dataflows.customer_step import CustomerLogic
+from dataflows.customer_step import AnonymousLogic, CustomerLogic
 from dataflows.item_sink import RedisItemSink
 from dataflows.kafka_io import (
     Decoded,
@@ -25,18 +28,24 @@ from dataflows.kafka_io import (
     sink,
     trigger_message,
 )
-from dataflows.redis_sink import RedisProfileSink
-from engine.customer import Engine, ProfileChanged, TriggerFired
+from dataflows.redis_sink import ProfileWrite, RedisProfileSink
+from engine.customer import Effect, Engine, ProfileChanged, ProfileRemoved, TriggerFired
 from engine.decode import DeadLetter
 from engine.events import BaseEvent
-from engine.popularity import ItemSignal, ItemState, apply_signal, item_signals
+from engine.identity import ToCustomer
+from engine.popularity import ItemSignal, ItemState, apply_signal
+from engine.profile import CustomerState
 from engine.triggers import abandoned_cart
 from pulse.keys import RedisKeys
 from pulse.settings import Settings
 
+V = TypeVar("V")
+
 
 def build_flow(settings: Settings, flow_id: str = "pulse") -> Dataflow:
-    engine = Engine([abandoned_cart(settings.abandoned_cart_delay_s)])
+    engine = Engine(
+        [abandoned_cart(settings.abandoned_cart_delay_s)], dedup_window_s=settings.dedup_window_s
+    )
     keys = RedisKeys(settings.redis_prefix)
     kafka_out = sink(settings)
 
@@ -49,13 +58,26 @@ def build_flow(settings: Settings, flow_id: str = "pulse") -> Dataflow:
     op.output("events_dlq", dead, kafka_out)
 
     events = op.map("events", split.trues, _event_of)
-    keyed = op.key_on("key_by_customer", events, lambda e: e.customer_key)
-    effects = op.stateful("customer_state", keyed, lambda state: CustomerLogic(engine, state))
-    effects = op.key_rm("unkey_effects", effects)  # type: ignore[arg-type]
-
-    profiles = op.filter_map(
-        "profile", effects, lambda e: e.state if isinstance(e, ProfileChanged) else None
+    # Identity: events with an anonymous id pass its state first (alias or
+    # anonymous profile); the rest go straight to their customer.
+    by_anon = op.branch("has_anonymous_id", events, lambda e: e.anonymous_id is not None)
+    anon_keyed_out = op.stateful(
+        "resolve_identity",
+        op.key_on("key_by_anonymous_id", by_anon.trues, lambda e: str(e.anonymous_id)),
+        lambda state: AnonymousLogic(engine, state),
     )
+    anon_out = op.map("unkey_identity", anon_keyed_out, _value)
+    forwarded = op.filter_map("linked_to_customer", anon_out, _forwarded)
+    anon_effects = op.filter_map("anonymous_effects", anon_out, _effect)
+    direct = op.map("known_customer", by_anon.falses, _to_customer)
+
+    to_customers: Stream[ToCustomer] = op.merge("to_customers", direct, forwarded)
+    keyed = op.key_on("key_by_customer", to_customers, lambda t: t.customer_id)
+    keyed_effects = op.stateful("customer_state", keyed, lambda state: CustomerLogic(engine, state))
+    customer_effects = op.map("unkey_effects", keyed_effects, _value)
+    effects: Stream[Effect] = op.merge("all_effects", anon_effects, customer_effects)
+
+    profiles: Stream[ProfileWrite] = op.filter_map("profile", effects, _profile_write)
     op.output("profiles_out", profiles, RedisProfileSink(settings.redis, keys))
 
     triggers = op.filter_map(
@@ -67,11 +89,40 @@ def build_flow(settings: Settings, flow_id: str = "pulse") -> Dataflow:
         kafka_out,
     )
 
-    signals = op.flat_map("item_signals", events, item_signals)
+    signals = op.filter_map("item_signals", effects, _signal)
     by_item = op.key_on("key_by_item", signals, lambda s: s.sku)
     items = op.stateful_map("item_popularity", by_item, _item_popularity)
     op.output("items_out", op.key_rm("unkey_items", items), RedisItemSink(settings.redis, keys))
     return flow
+
+
+def _value(keyed: tuple[str, V]) -> V:
+    return keyed[1]
+
+
+def _forwarded(out: ToCustomer | Effect) -> ToCustomer | None:
+    return out if isinstance(out, ToCustomer) else None
+
+
+def _effect(out: ToCustomer | Effect) -> Effect | None:
+    return None if isinstance(out, ToCustomer) else out
+
+
+def _signal(effect: Effect) -> ItemSignal | None:
+    return effect if isinstance(effect, ItemSignal) else None
+
+
+def _to_customer(event: BaseEvent) -> ToCustomer:
+    assert event.customer_id is not None  # decode guarantees one of the two ids
+    return ToCustomer(event.customer_id, event)
+
+
+def _profile_write(effect: Effect) -> CustomerState | ProfileRemoved | None:
+    if isinstance(effect, ProfileChanged):
+        return effect.state
+    if isinstance(effect, ProfileRemoved):
+        return effect
+    return None
 
 
 def _item_popularity(state: ItemState | None, signal: ItemSignal) -> tuple[ItemState, ItemState]:

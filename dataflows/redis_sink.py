@@ -8,30 +8,42 @@ from typing import Any
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from engine.customer import ProfileRemoved
 from engine.profile import CustomerState, profile_view
 from pulse.keys import RedisKeys
 
+ProfileWrite = CustomerState | ProfileRemoved
 
-class _ProfilePartition(StatelessSinkPartition[CustomerState]):
+
+class _ProfilePartition(StatelessSinkPartition[ProfileWrite]):
     def __init__(self, url: str, keys: RedisKeys) -> None:
         self._client: redis.Redis = redis.Redis.from_url(url)
         self._keys = keys
 
-    def write_batch(self, items: list[CustomerState]) -> None:
+    def write_batch(self, items: list[ProfileWrite]) -> None:
         # One write per customer per batch: the last state wins, and since the
         # view is absolute, rewriting it after a replay cannot double count.
-        latest = {state.customer_id: state for state in items}
+        latest: dict[str, CustomerState | None] = {}
+        for item in items:
+            if isinstance(item, ProfileRemoved):
+                latest[item.customer_key] = None
+            else:
+                latest[item.customer_id] = item
         pipe = self._client.pipeline(transaction=False)
         for customer_id, state in latest.items():
-            view: Mapping[Any, Any] = profile_view(state)
-            pipe.hset(self._keys.profile(customer_id), mapping=view)
+            key = self._keys.profile(customer_id)
+            if state is None:
+                pipe.delete(key)
+            else:
+                view: Mapping[Any, Any] = profile_view(state)
+                pipe.hset(key, mapping=view)
         pipe.execute()
 
     def close(self) -> None:
         self._client.close()
 
 
-class RedisProfileSink(DynamicSink[CustomerState]):
+class RedisProfileSink(DynamicSink[ProfileWrite]):
     def __init__(self, url: str, keys: RedisKeys) -> None:
         self._url = url
         self._keys = keys

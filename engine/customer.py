@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import msgspec
 
 from engine import events as ev
-from engine.profile import RECENT_ITEMS, CartLine, CustomerState
+from engine.popularity import ItemSignal, item_signals
+from engine.profile import RECENT_ITEMS, CartLine, Consent, CustomerState, Viewed
 from engine.triggers import DelayedRule, Timer, Trigger, trigger_id
 
 
@@ -26,14 +27,30 @@ class TriggerFired(msgspec.Struct, frozen=True):
     trigger: Trigger
 
 
-Effect = ProfileChanged | TriggerFired
+class ProfileRemoved(msgspec.Struct, frozen=True):
+    """A profile that no longer exists on its own (merged into a known customer)."""
+
+    customer_key: str
+
+
+class DuplicateDropped(msgspec.Struct, frozen=True):
+    customer_key: str
+    event_id: str
+
+
+Effect = ProfileChanged | TriggerFired | ProfileRemoved | DuplicateDropped | ItemSignal
+
+# Per customer, at most this many recent event ids are remembered for dedup;
+# past it the oldest are forgotten even inside the window.
+MAX_SEEN_IDS = 2000
 
 
 class Engine:
     """The rules in force plus the transition functions."""
 
-    def __init__(self, rules: Sequence[DelayedRule] = ()) -> None:
+    def __init__(self, rules: Sequence[DelayedRule] = (), dedup_window_s: float = 86400.0) -> None:
         self.rules = tuple(rules)
+        self.dedup_window_s = dedup_window_s
 
     def apply(
         self, state: CustomerState | None, event: ev.BaseEvent, now: float
@@ -41,6 +58,12 @@ class Engine:
         if state is None:
             state = CustomerState(customer_id=event.customer_key)
         ts = event.ts
+        if self._seen_before(state, event.event_id, ts):
+            state.duplicates += 1
+            return state, [
+                DuplicateDropped(state.customer_id, event.event_id),
+                ProfileChanged(state),
+            ]
         kind = ev.event_type(event)
         # A timer due before this event fires first, on the state it was due
         # on: keeps event-time order when the stream runs behind or replays.
@@ -51,6 +74,7 @@ class Engine:
         state.events_total += 1
         state.event_counts[kind] = state.event_counts.get(kind, 0) + 1
         _update_profile(state, event, ts)
+        effects.extend(item_signals(event))
 
         for rule in self.rules:
             timer = state.timers.get(rule.rule_id)
@@ -82,6 +106,17 @@ class Engine:
             fired.append(TriggerFired(_make_trigger(rule, state, timer)))
         return fired
 
+    def _seen_before(self, state: CustomerState, event_id: str, ts: float) -> bool:
+        seen = state.seen_ids
+        if event_id in seen:
+            return True
+        seen[event_id] = ts
+        if len(seen) > MAX_SEEN_IDS:
+            horizon = max(state.last_seen, ts) - self.dedup_window_s
+            kept = sorted(((t, i) for i, t in seen.items() if t >= horizon), reverse=True)
+            state.seen_ids = {i: t for t, i in kept[: MAX_SEEN_IDS * 3 // 4]}
+        return False
+
     @staticmethod
     def next_due(state: CustomerState) -> float | None:
         return min((t.due for t in state.timers.values()), default=None)
@@ -109,7 +144,7 @@ def _make_trigger(rule: DelayedRule, state: CustomerState, timer: Timer) -> Trig
 def _update_profile(state: CustomerState, event: ev.BaseEvent, ts: float) -> None:
     match event:
         case ev.ProductView(sku=sku, category=category):
-            _remember_view(state, sku)
+            _remember_view(state, sku, ts)
             if category:
                 state.category_views[category] = state.category_views.get(category, 0) + 1
         case ev.AddToCart(sku=sku, price=price, quantity=qty, category=category, name=name):
@@ -135,7 +170,9 @@ def _update_profile(state: CustomerState, event: ev.BaseEvent, ts: float) -> Non
             state.cart.clear()
             state.cart_updated_at = max(state.cart_updated_at, ts)
         case ev.ConsentChanged(consent_channel=channel, granted=granted):
-            state.consent[channel] = granted
+            current = state.consent.get(channel)
+            if current is None or ts >= current.ts:
+                state.consent[channel] = Consent(granted, ts)
         case ev.SupportTicketOpened(ticket_id=ticket):
             if ticket not in state.open_tickets:
                 state.open_tickets.append(ticket)
@@ -150,9 +187,17 @@ def _update_profile(state: CustomerState, event: ev.BaseEvent, ts: float) -> Non
             pass
 
 
-def _remember_view(state: CustomerState, sku: str) -> None:
+def _remember_view(state: CustomerState, sku: str, ts: float) -> None:
+    """Keep the latest view time per SKU, most recent first by event time."""
     viewed = state.recently_viewed
-    if sku in viewed:
-        viewed.remove(sku)
-    viewed.insert(0, sku)
+    for i, v in enumerate(viewed):
+        if v.sku == sku:
+            if v.ts >= ts:
+                return
+            del viewed[i]
+            break
+    pos = 0
+    while pos < len(viewed) and viewed[pos].ts > ts:
+        pos += 1
+    viewed.insert(pos, Viewed(sku, ts))
     del viewed[RECENT_ITEMS:]

@@ -19,6 +19,16 @@ class CartLine(msgspec.Struct, array_like=True):
     name: str | None = None
 
 
+class Viewed(msgspec.Struct, array_like=True):
+    sku: str
+    ts: float
+
+
+class Consent(msgspec.Struct, array_like=True):
+    granted: bool
+    ts: float
+
+
 class CustomerState(msgspec.Struct, kw_only=True):
     """Everything the dataflow keeps about one customer between events.
 
@@ -31,17 +41,21 @@ class CustomerState(msgspec.Struct, kw_only=True):
     last_seen: float = 0.0
     events_total: int = 0
     event_counts: dict[str, int] = {}
-    recently_viewed: list[str] = []
+    recently_viewed: list[Viewed] = []  # most recent first, by event time
     category_views: dict[str, int] = {}
     cart: dict[str, CartLine] = {}
     cart_updated_at: float = 0.0
     orders: int = 0
     revenue: float = 0.0
     last_order_at: float = 0.0
-    consent: dict[str, bool] = {}
+    consent: dict[str, Consent] = {}
     open_tickets: list[str] = []
     traits: dict[str, str] = {}
     timers: dict[str, Timer] = {}
+    # Event ids seen within the dedup window (id -> event time), and how many
+    # repeated ids were dropped.
+    seen_ids: dict[str, float] = {}
+    duplicates: int = 0
 
     @property
     def cart_value(self) -> float:
@@ -68,7 +82,7 @@ def profile_view(state: CustomerState) -> dict[str, str]:
         "last_seen": repr(state.last_seen),
         "events_total": str(state.events_total),
         "event_counts": _enc.encode(state.event_counts).decode(),
-        "recently_viewed": _enc.encode(state.recently_viewed).decode(),
+        "recently_viewed": _enc.encode([v.sku for v in state.recently_viewed]).decode(),
         "category_views": _enc.encode(state.category_views).decode(),
         "cart": _enc.encode(
             [
@@ -89,9 +103,10 @@ def profile_view(state: CustomerState) -> dict[str, str]:
         "revenue": repr(round(state.revenue, 2)),
         "average_order_value": repr(round(aov, 2)),
         "last_order_at": repr(state.last_order_at),
-        "consent": _enc.encode(state.consent).decode(),
+        "consent": _enc.encode({ch: c.granted for ch, c in state.consent.items()}).decode(),
         "open_tickets": _enc.encode(state.open_tickets).decode(),
         "traits": _enc.encode(state.traits).decode(),
+        "duplicate_events": str(state.duplicates),
     }
 
 
@@ -106,7 +121,7 @@ _JSON_FIELDS = frozenset(
         "traits",
     }
 )
-_INT_FIELDS = frozenset({"events_total", "cart_quantity", "orders"})
+_INT_FIELDS = frozenset({"events_total", "cart_quantity", "orders", "duplicate_events"})
 
 
 def parse_view(raw: dict[str, str]) -> dict[str, Any]:
