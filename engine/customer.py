@@ -8,12 +8,28 @@ turns the returned effects into Redis writes and Kafka records, and asks
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime, tzinfo
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
 from engine import events as ev
+from engine.loyalty import DEFAULT_PROGRAM, LoyaltyProgram
 from engine.popularity import ItemSignal, item_signals
-from engine.profile import RECENT_ITEMS, CartLine, Consent, CustomerState, Viewed
+from engine.profile import (
+    MAX_ORDERS_KEPT,
+    RECENT_ITEMS,
+    SESSION_GAP_S,
+    CartLine,
+    Consent,
+    CustomerState,
+    Decayed,
+    Engagement,
+    OrderRecord,
+    Viewed,
+)
+from engine.segments import segments_of
 from engine.triggers import DelayedRule, Timer, Trigger, trigger_id
 
 
@@ -38,7 +54,15 @@ class DuplicateDropped(msgspec.Struct, frozen=True):
     event_id: str
 
 
-Effect = ProfileChanged | TriggerFired | ProfileRemoved | DuplicateDropped | ItemSignal
+class SegmentsChanged(msgspec.Struct, frozen=True):
+    customer_key: str
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+
+
+Effect = (
+    ProfileChanged | TriggerFired | ProfileRemoved | DuplicateDropped | SegmentsChanged | ItemSignal
+)
 
 # Per customer, at most this many recent event ids are remembered for dedup;
 # past it the oldest are forgotten even inside the window.
@@ -48,9 +72,15 @@ MAX_SEEN_IDS = 2000
 class Engine:
     """The rules in force plus the transition functions."""
 
-    def __init__(self, rules: Sequence[DelayedRule] = (), dedup_window_s: float = 86400.0) -> None:
+    def __init__(
+        self,
+        rules: Sequence[DelayedRule] = (),
+        dedup_window_s: float = 86400.0,
+        loyalty: LoyaltyProgram = DEFAULT_PROGRAM,
+    ) -> None:
         self.rules = tuple(rules)
         self.dedup_window_s = dedup_window_s
+        self.loyalty = loyalty
 
     def apply(
         self, state: CustomerState | None, event: ev.BaseEvent, now: float
@@ -68,13 +98,28 @@ class Engine:
         # A timer due before this event fires first, on the state it was due
         # on: keeps event-time order when the stream runs behind or replays.
         effects: list[Effect] = self._fire(state, min(now, ts))
-        if state.events_total == 0 or ts < state.first_seen:
+        first = state.events_total == 0
+        if first or ts < state.first_seen:
             state.first_seen = ts
+        if first or ts - state.last_seen > SESSION_GAP_S:
+            state.sessions += 1
+            state.session_started_at = ts
         state.last_seen = max(state.last_seen, ts)
         state.events_total += 1
         state.event_counts[kind] = state.event_counts.get(kind, 0) + 1
-        _update_profile(state, event, ts)
+        _count_hour(state, ts)
+        _update_profile(state, event, ts, self.loyalty)
+        self._update_tier(state, ts)
         effects.extend(item_signals(event))
+        segments = segments_of(state)
+        if segments != state.segments:
+            old, new = set(state.segments), set(segments)
+            effects.append(
+                SegmentsChanged(
+                    state.customer_id, tuple(sorted(new - old)), tuple(sorted(old - new))
+                )
+            )
+            state.segments = segments
 
         for rule in self.rules:
             timer = state.timers.get(rule.rule_id)
@@ -105,6 +150,12 @@ class Engine:
                 continue
             fired.append(TriggerFired(_make_trigger(rule, state, timer)))
         return fired
+
+    def _update_tier(self, state: CustomerState, ts: float) -> None:
+        spend = state.spend_since(max(state.last_seen, ts) - self.loyalty.window_s)
+        tier = self.loyalty.tier_for(spend)
+        if tier != state.tier:
+            state.previous_tier, state.tier, state.tier_changed_at = state.tier, tier, ts
 
     def _seen_before(self, state: CustomerState, event_id: str, ts: float) -> bool:
         seen = state.seen_ids
@@ -141,13 +192,18 @@ def _make_trigger(rule: DelayedRule, state: CustomerState, timer: Timer) -> Trig
     )
 
 
-def _update_profile(state: CustomerState, event: ev.BaseEvent, ts: float) -> None:
+def _update_profile(
+    state: CustomerState, event: ev.BaseEvent, ts: float, loyalty: LoyaltyProgram
+) -> None:
     match event:
         case ev.ProductView(sku=sku, category=category):
             _remember_view(state, sku, ts)
             if category:
                 state.category_views[category] = state.category_views.get(category, 0) + 1
+                _affinity(state, category, 1.0, ts)
         case ev.AddToCart(sku=sku, price=price, quantity=qty, category=category, name=name):
+            if category:
+                _affinity(state, category, 3.0, ts)
             line = state.cart.get(sku)
             if line is None:
                 state.cart[sku] = CartLine(sku, qty, price, category, name)
@@ -163,12 +219,43 @@ def _update_profile(state: CustomerState, event: ev.BaseEvent, ts: float) -> Non
                 else:
                     line.quantity -= qty
             state.cart_updated_at = max(state.cart_updated_at, ts)
-        case ev.OrderPlaced(total=total):
+        case ev.OrderPlaced(order_id=order_id, total=total, items=items):
             state.orders += 1
             state.revenue += total
             state.last_order_at = max(state.last_order_at, ts)
-            state.cart.clear()
+            state.loyalty_points += loyalty.points_for(total)
+            _record_order(state, OrderRecord(order_id, ts, total))
+            for item in items:
+                if item.category:
+                    _affinity(state, item.category, 5.0, ts)
+            # The cart as of the order is bought; lines added after it stay.
+            if ts >= state.cart_updated_at:
+                state.cart.clear()
             state.cart_updated_at = max(state.cart_updated_at, ts)
+        case ev.OrderRefunded(order_id=order_id, amount=amount):
+            record = next((o for o in state.order_history if o.order_id == order_id), None)
+            refundable = record.total - record.refunded if record is not None else None
+            refund = amount if amount is not None else (refundable or 0.0)
+            if refundable is not None:
+                refund = min(refund, refundable)
+                record.refunded += refund  # type: ignore[union-attr]
+            state.revenue -= refund
+            state.refunds += 1
+            state.loyalty_points = max(0, state.loyalty_points - loyalty.points_for(refund))
+        case ev.LoyaltyPointsAdjusted(points=points):
+            state.loyalty_points = max(0, state.loyalty_points + points)
+        case ev.MessageSent(message_channel=channel):
+            _engagement(state, channel).sent += 1
+        case ev.MessageOpened(message_channel=channel):
+            _engaged(state, channel, ts).opened += 1
+        case ev.MessageClicked(message_channel=channel):
+            _engaged(state, channel, ts).clicked += 1
+        case ev.MessageBounced(message_channel=channel):
+            _engagement(state, channel).bounced += 1
+        case ev.MessageUnsubscribed(message_channel=channel):
+            current = state.consent.get(channel)
+            if current is None or ts >= current.ts:
+                state.consent[channel] = Consent(False, ts)
         case ev.ConsentChanged(consent_channel=channel, granted=granted):
             current = state.consent.get(channel)
             if current is None or ts >= current.ts:
@@ -185,6 +272,53 @@ def _update_profile(state: CustomerState, event: ev.BaseEvent, ts: float) -> Non
                     state.traits[key] = value
         case _:
             pass
+
+
+def _affinity(state: CustomerState, category: str, weight: float, ts: float) -> None:
+    score = state.affinity.get(category)
+    if score is None:
+        state.affinity[category] = Decayed(weight, ts)
+    else:
+        score.add(weight, ts)
+
+
+def _record_order(state: CustomerState, record: OrderRecord) -> None:
+    history = state.order_history
+    pos = len(history)
+    while pos > 0 and history[pos - 1].ts > record.ts:
+        pos -= 1
+    history.insert(pos, record)
+    del history[:-MAX_ORDERS_KEPT]
+
+
+def _engagement(state: CustomerState, channel: str) -> Engagement:
+    found = state.engagement.get(channel)
+    if found is None:
+        found = state.engagement[channel] = Engagement()
+    return found
+
+
+def _engaged(state: CustomerState, channel: str, ts: float) -> Engagement:
+    found = _engagement(state, channel)
+    found.last_at = max(found.last_at, ts)
+    return found
+
+
+@lru_cache(maxsize=512)
+def _zone(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
+
+
+def _count_hour(state: CustomerState, ts: float) -> None:
+    """Activity by hour of day in the customer's own time zone (UTC if unknown)."""
+    zone = _zone(state.traits["timezone"]) if "timezone" in state.traits else UTC
+    hour = datetime.fromtimestamp(ts, tz=zone).hour
+    if not state.active_hours:
+        state.active_hours = [0] * 24
+    state.active_hours[hour] += 1
 
 
 def _remember_view(state: CustomerState, sku: str, ts: float) -> None:

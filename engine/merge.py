@@ -1,17 +1,29 @@
 """Merging two profiles of one person: the anonymous one into the known one.
 
-Rules (docs/identity.md): counts add up; first seen is the earliest and last
+Rules (docs/identity.md): counts, sessions, loyalty points and message
+engagement add up; category affinities add as decayed scores; order histories
+are united by order id; first seen is the earliest and last
 seen the latest event time; carts are united (the same SKU adds quantities, the
 price of the later cart wins); recently viewed items interleave by view time;
 consent per channel is the later decision; open tickets are united; the known
 customer's traits win and the anonymous ones fill the gaps; a pending timer
 keeps the later due time. Apart from traits, which favour ``into``, the result
-does not depend on which profile is ``into``.
+does not depend on which profile is ``into``. Tier and segments are not merged
+but recomputed by the engine on the next event it applies, which the merge
+always comes with.
 """
 
 from __future__ import annotations
 
-from engine.profile import RECENT_ITEMS, CartLine, CustomerState, Viewed
+from engine.profile import (
+    MAX_ORDERS_KEPT,
+    RECENT_ITEMS,
+    CartLine,
+    CustomerState,
+    Decayed,
+    Engagement,
+    Viewed,
+)
 
 
 def merge_states(into: CustomerState, other: CustomerState) -> CustomerState:
@@ -47,9 +59,39 @@ def merge_states(into: CustomerState, other: CustomerState) -> CustomerState:
             mine.name = mine.name or line.name
     into.cart_updated_at = max(into.cart_updated_at, other.cart_updated_at)
 
+    into.sessions += other.sessions
+    into.session_started_at = max(into.session_started_at, other.session_started_at)
+    for category, score in other.affinity.items():
+        mine_a = into.affinity.get(category)
+        if mine_a is None:
+            into.affinity[category] = Decayed(score.value, score.at)
+        else:
+            mine_a.add(score.value, score.at)
+
     into.orders += other.orders
     into.revenue += other.revenue
+    into.refunds += other.refunds
     into.last_order_at = max(into.last_order_at, other.last_order_at)
+    history = {o.order_id: o for o in (*into.order_history, *other.order_history)}
+    into.order_history = sorted(history.values(), key=lambda o: (o.ts, o.order_id))[
+        -MAX_ORDERS_KEPT:
+    ]
+    into.loyalty_points += other.loyalty_points
+    for channel, seen in other.engagement.items():
+        mine_e = into.engagement.get(channel)
+        if mine_e is None:
+            into.engagement[channel] = Engagement(
+                seen.sent, seen.opened, seen.clicked, seen.bounced, seen.last_at
+            )
+        else:
+            mine_e.sent += seen.sent
+            mine_e.opened += seen.opened
+            mine_e.clicked += seen.clicked
+            mine_e.bounced += seen.bounced
+            mine_e.last_at = max(mine_e.last_at, seen.last_at)
+    if other.active_hours:
+        mine_h = into.active_hours or [0] * 24
+        into.active_hours = [a + b for a, b in zip(mine_h, other.active_hours, strict=True)]
 
     for channel, decision in other.consent.items():
         mine_c = into.consent.get(channel)

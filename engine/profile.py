@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgspec
@@ -9,6 +10,9 @@ import msgspec
 from engine.triggers import Timer
 
 RECENT_ITEMS = 20
+SESSION_GAP_S = 30 * 60.0  # a new session after 30 minutes without events
+AFFINITY_TAU_S = 30 * 86400.0  # category affinity halves in about three weeks
+MAX_ORDERS_KEPT = 200  # order history kept for refunds and rolling spend
 
 
 class CartLine(msgspec.Struct, array_like=True):
@@ -29,6 +33,44 @@ class Consent(msgspec.Struct, array_like=True):
     ts: float
 
 
+class Decayed(msgspec.Struct, array_like=True):
+    """An exponentially decaying score: ``value`` as of time ``at``."""
+
+    value: float
+    at: float
+
+    def add(self, weight: float, ts: float) -> None:
+        if ts >= self.at:
+            self.value = self.value * math.exp((self.at - ts) / AFFINITY_TAU_S) + weight
+            self.at = ts
+        else:  # a late event adds its weight as decayed to the current time
+            self.value += weight * math.exp((ts - self.at) / AFFINITY_TAU_S)
+
+    def at_time(self, ts: float) -> float:
+        return self.value * math.exp(min(0.0, self.at - ts) / AFFINITY_TAU_S)
+
+
+class OrderRecord(msgspec.Struct, array_like=True):
+    order_id: str
+    ts: float
+    total: float
+    refunded: float = 0.0
+
+
+class Engagement(msgspec.Struct, array_like=True):
+    """Messages per channel: sent, opened, clicked, bounced, and the last engagement."""
+
+    sent: int = 0
+    opened: int = 0
+    clicked: int = 0
+    bounced: int = 0
+    last_at: float = 0.0
+
+    @property
+    def score(self) -> float:
+        return self.opened + 3.0 * self.clicked - 2.0 * self.bounced
+
+
 class CustomerState(msgspec.Struct, kw_only=True):
     """Everything the dataflow keeps about one customer between events.
 
@@ -41,16 +83,28 @@ class CustomerState(msgspec.Struct, kw_only=True):
     last_seen: float = 0.0
     events_total: int = 0
     event_counts: dict[str, int] = {}
+    sessions: int = 0
+    session_started_at: float = 0.0
     recently_viewed: list[Viewed] = []  # most recent first, by event time
     category_views: dict[str, int] = {}
+    affinity: dict[str, Decayed] = {}
     cart: dict[str, CartLine] = {}
     cart_updated_at: float = 0.0
     orders: int = 0
-    revenue: float = 0.0
+    revenue: float = 0.0  # order totals minus refunds
+    refunds: int = 0
     last_order_at: float = 0.0
+    order_history: list[OrderRecord] = []  # oldest first, at most MAX_ORDERS_KEPT
+    loyalty_points: int = 0
+    tier: str = ""
+    previous_tier: str = ""
+    tier_changed_at: float = 0.0
+    engagement: dict[str, Engagement] = {}
+    active_hours: list[int] = []  # 24 counts by local hour of day, once used
     consent: dict[str, Consent] = {}
     open_tickets: list[str] = []
     traits: dict[str, str] = {}
+    segments: list[str] = []
     timers: dict[str, Timer] = {}
     # Event ids seen within the dedup window (id -> event time), and how many
     # repeated ids were dropped.
@@ -65,26 +119,56 @@ class CustomerState(msgspec.Struct, kw_only=True):
     def cart_quantity(self) -> int:
         return sum(line.quantity for line in self.cart.values())
 
+    def spend_since(self, since: float) -> float:
+        return sum(o.total - o.refunded for o in self.order_history if o.ts >= since)
+
+    def orders_since(self, since: float) -> int:
+        return sum(1 for o in self.order_history if o.ts >= since)
+
+    @property
+    def preferred_channel(self) -> str:
+        best = max(
+            self.engagement.items(), key=lambda kv: (kv[1].score, kv[1].last_at), default=None
+        )
+        return best[0] if best is not None and best[1].score > 0 else ""
+
+    @property
+    def preferred_hour(self) -> int:
+        if not self.active_hours or not any(self.active_hours):
+            return -1
+        return max(range(24), key=lambda h: (self.active_hours[h], -h))
+
 
 _enc = msgspec.json.Encoder()
 
 
-def profile_view(state: CustomerState) -> dict[str, str]:
+def _json(value: Any) -> str:
+    return _enc.encode(value).decode()
+
+
+def profile_view(state: CustomerState, window_s: float = 365 * 86400.0) -> dict[str, str]:
     """The flat Redis hash served by the API: absolute values only.
 
     Every field is always written, so a replayed write overwrites rather than
     accumulates, and a field that became empty (an emptied cart) is cleared.
+    Nothing here depends on the wall clock: time-relative figures (days since
+    the last order, RFM recency) are computed when read.
     """
     aov = state.revenue / state.orders if state.orders else 0.0
+    since = state.last_seen - window_s
     return {
         "customer_id": state.customer_id,
         "first_seen": repr(state.first_seen),
         "last_seen": repr(state.last_seen),
         "events_total": str(state.events_total),
-        "event_counts": _enc.encode(state.event_counts).decode(),
-        "recently_viewed": _enc.encode([v.sku for v in state.recently_viewed]).decode(),
-        "category_views": _enc.encode(state.category_views).decode(),
-        "cart": _enc.encode(
+        "event_counts": _json(state.event_counts),
+        "sessions": str(state.sessions),
+        "recently_viewed": _json([v.sku for v in state.recently_viewed]),
+        "category_views": _json(state.category_views),
+        "category_affinity": _json(
+            {c: round(d.at_time(state.last_seen), 4) for c, d in state.affinity.items()}
+        ),
+        "cart": _json(
             [
                 {
                     "sku": c.sku,
@@ -95,17 +179,27 @@ def profile_view(state: CustomerState) -> dict[str, str]:
                 }
                 for c in state.cart.values()
             ]
-        ).decode(),
+        ),
         "cart_value": repr(state.cart_value),
         "cart_quantity": str(state.cart_quantity),
         "cart_updated_at": repr(state.cart_updated_at),
         "orders": str(state.orders),
-        "revenue": repr(round(state.revenue, 2)),
-        "average_order_value": repr(round(aov, 2)),
+        "revenue": repr(round(state.revenue, 2) + 0.0),
+        "average_order_value": repr(round(aov, 2) + 0.0),
+        "refunds": str(state.refunds),
         "last_order_at": repr(state.last_order_at),
-        "consent": _enc.encode({ch: c.granted for ch, c in state.consent.items()}).decode(),
-        "open_tickets": _enc.encode(state.open_tickets).decode(),
-        "traits": _enc.encode(state.traits).decode(),
+        "orders_12m": str(state.orders_since(since)),
+        "spend_12m": repr(round(state.spend_since(since), 2) + 0.0),
+        "loyalty_points": str(state.loyalty_points),
+        "tier": state.tier,
+        "previous_tier": state.previous_tier,
+        "tier_changed_at": repr(state.tier_changed_at),
+        "preferred_channel": state.preferred_channel,
+        "preferred_hour": str(state.preferred_hour),
+        "consent": _json({ch: c.granted for ch, c in state.consent.items()}),
+        "open_tickets": _json(state.open_tickets),
+        "traits": _json(state.traits),
+        "segments": _json(state.segments),
         "duplicate_events": str(state.duplicates),
     }
 
@@ -115,13 +209,28 @@ _JSON_FIELDS = frozenset(
         "event_counts",
         "recently_viewed",
         "category_views",
+        "category_affinity",
         "cart",
         "consent",
         "open_tickets",
         "traits",
+        "segments",
     }
 )
-_INT_FIELDS = frozenset({"events_total", "cart_quantity", "orders", "duplicate_events"})
+_INT_FIELDS = frozenset(
+    {
+        "events_total",
+        "cart_quantity",
+        "orders",
+        "duplicate_events",
+        "sessions",
+        "refunds",
+        "orders_12m",
+        "loyalty_points",
+        "preferred_hour",
+    }
+)
+_STR_FIELDS = frozenset({"customer_id", "tier", "previous_tier", "preferred_channel"})
 
 
 def parse_view(raw: dict[str, str]) -> dict[str, Any]:
@@ -132,7 +241,7 @@ def parse_view(raw: dict[str, str]) -> dict[str, Any]:
             out[key] = msgspec.json.decode(value)
         elif key in _INT_FIELDS:
             out[key] = int(value)
-        elif key == "customer_id":
+        elif key in _STR_FIELDS:
             out[key] = value
         else:
             out[key] = float(value)

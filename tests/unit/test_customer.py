@@ -359,6 +359,18 @@ VIEW_FIELDS = {
     "open_tickets",
     "traits",
     "duplicate_events",
+    "sessions",
+    "category_affinity",
+    "refunds",
+    "orders_12m",
+    "spend_12m",
+    "loyalty_points",
+    "tier",
+    "previous_tier",
+    "tier_changed_at",
+    "preferred_channel",
+    "preferred_hour",
+    "segments",
 }
 
 
@@ -421,9 +433,22 @@ def test_parse_view_restores_typed_values(engine: Engine) -> None:
     assert parsed["consent"] == {"email": True}
     assert parsed["open_tickets"] == []
     assert parsed["traits"] == {}
-    int_fields = {"events_total", "cart_quantity", "orders"}
-    for name in VIEW_FIELDS - int_fields - {"customer_id"}:
+    int_fields = {
+        "events_total",
+        "cart_quantity",
+        "orders",
+        "sessions",
+        "refunds",
+        "orders_12m",
+        "loyalty_points",
+        "preferred_hour",
+        "duplicate_events",
+    }
+    str_fields = {"customer_id", "tier", "previous_tier", "preferred_channel"}
+    for name in VIEW_FIELDS - int_fields - str_fields:
         assert not isinstance(parsed[name], str), name
+    for name in str_fields:
+        assert isinstance(parsed[name], str), name
     for name in int_fields:
         assert type(parsed[name]) is int, name
 
