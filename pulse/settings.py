@@ -52,6 +52,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # A repeated event id within this window (event time) is dropped and counted.
     dedup_window_s: float = 86400.0
 
+    # Marketers' files: loyalty.yaml (and trigger rules) live here.
+    rules_dir: str = str(PROJECT_ROOT / "rules")
+
     # The foundation's one trigger rule; YAML rules replace it later.
     abandoned_cart_delay_s: float = 1800.0
 
