@@ -29,14 +29,21 @@ from dataflows.kafka_io import (
     trigger_message,
 )
 from dataflows.redis_sink import ProfileWrite, RedisProfileSink
-from engine.customer import Effect, Engine, ProfileChanged, ProfileRemoved, TriggerFired
+from engine.customer import (
+    Effect,
+    Engine,
+    ProfileChanged,
+    ProfileRemoved,
+    SegmentsChanged,
+    TriggerFired,
+)
 from engine.decode import DeadLetter
 from engine.events import BaseEvent
 from engine.identity import ToCustomer
 from engine.popularity import ItemSignal, ItemState, apply_signal
-from engine.profile import CustomerState
 from engine.triggers import abandoned_cart
 from pulse.keys import RedisKeys
+from pulse.rules_files import load_loyalty
 from pulse.settings import Settings
 
 V = TypeVar("V")
@@ -44,7 +51,9 @@ V = TypeVar("V")
 
 def build_flow(settings: Settings, flow_id: str = "pulse") -> Dataflow:
     engine = Engine(
-        [abandoned_cart(settings.abandoned_cart_delay_s)], dedup_window_s=settings.dedup_window_s
+        [abandoned_cart(settings.abandoned_cart_delay_s)],
+        dedup_window_s=settings.dedup_window_s,
+        loyalty=load_loyalty(settings.rules_dir),
     )
     keys = RedisKeys(settings.redis_prefix)
     kafka_out = sink(settings)
@@ -117,10 +126,10 @@ def _to_customer(event: BaseEvent) -> ToCustomer:
     return ToCustomer(event.customer_id, event)
 
 
-def _profile_write(effect: Effect) -> CustomerState | ProfileRemoved | None:
+def _profile_write(effect: Effect) -> ProfileWrite | None:
     if isinstance(effect, ProfileChanged):
         return effect.state
-    if isinstance(effect, ProfileRemoved):
+    if isinstance(effect, ProfileRemoved | SegmentsChanged):
         return effect
     return None
 

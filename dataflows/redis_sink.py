@@ -8,11 +8,11 @@ from typing import Any
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from engine.customer import ProfileRemoved
+from engine.customer import ProfileRemoved, SegmentsChanged
 from engine.profile import CustomerState, profile_view
 from pulse.keys import RedisKeys
 
-ProfileWrite = CustomerState | ProfileRemoved
+ProfileWrite = CustomerState | ProfileRemoved | SegmentsChanged
 
 
 class _ProfilePartition(StatelessSinkPartition[ProfileWrite]):
@@ -24,12 +24,18 @@ class _ProfilePartition(StatelessSinkPartition[ProfileWrite]):
         # One write per customer per batch: the last state wins, and since the
         # view is absolute, rewriting it after a replay cannot double count.
         latest: dict[str, CustomerState | None] = {}
+        pipe = self._client.pipeline(transaction=False)
         for item in items:
             if isinstance(item, ProfileRemoved):
                 latest[item.customer_key] = None
+            elif isinstance(item, SegmentsChanged):
+                # Membership is absolute (add/remove), so a replay cannot double count.
+                for name in item.added:
+                    pipe.sadd(self._keys.segment(name), item.customer_key)
+                for name in item.removed:
+                    pipe.srem(self._keys.segment(name), item.customer_key)
             else:
                 latest[item.customer_id] = item
-        pipe = self._client.pipeline(transaction=False)
         for customer_id, state in latest.items():
             key = self._keys.profile(customer_id)
             if state is None:

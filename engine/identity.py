@@ -15,7 +15,7 @@ from __future__ import annotations
 import msgspec
 
 from engine import events as ev
-from engine.customer import Effect, Engine, ProfileRemoved
+from engine.customer import Effect, Engine, ProfileRemoved, SegmentsChanged
 from engine.profile import CustomerState
 
 
@@ -47,6 +47,8 @@ def resolve(
         out: list[ToCustomer | Effect] = [ToCustomer(event.customer_id, event, merged)]
         if merged is not None:
             out.append(ProfileRemoved(merged.customer_id))
+            if merged.segments:
+                out.append(SegmentsChanged(merged.customer_id, (), tuple(merged.segments)))
         return anon, out
     if anon.customer_id is not None:
         known = msgspec.structs.replace(event, customer_id=anon.customer_id)

@@ -18,6 +18,10 @@ class RedisKeys:
         """Dispatcher's idempotency record for one trigger."""
         return f"{self.prefix}:delivery:{{{trigger_id}}}"
 
+    def segment(self, name: str) -> str:
+        """Set of customer keys in a segment (one key per segment, not per customer)."""
+        return f"{self.prefix}:segment:{name}"
+
     def popular(self) -> str:
         return f"{self.prefix}:popular"
 
