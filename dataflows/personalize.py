@@ -28,6 +28,7 @@ from dataflows.kafka_io import (
     sink,
     trigger_message,
 )
+from dataflows.progress_sink import Position, RedisProgressSink
 from dataflows.redis_sink import ProfileWrite, RedisProfileSink
 from engine.customer import (
     Effect,
@@ -61,6 +62,8 @@ def build_flow(settings: Settings, flow_id: str = "pulse") -> Dataflow:
     flow = Dataflow(flow_id)
     raw = op.input("events_in", flow, events_source(settings))
     decoded = op.map("decode", raw, decode)
+    positions = op.filter_map("positions", decoded, _position)
+    op.output("progress_out", positions, RedisProgressSink(settings.redis, keys))
     split = op.branch("split_bad", decoded, lambda d: not isinstance(d.item, DeadLetter))
 
     dead = op.map("dead_letter", split.falses, partial(dead_letter_message, settings))
@@ -103,6 +106,12 @@ def build_flow(settings: Settings, flow_id: str = "pulse") -> Dataflow:
     items = op.stateful_map("item_popularity", by_item, _item_popularity)
     op.output("items_out", op.key_rm("unkey_items", items), RedisItemSink(settings.redis, keys))
     return flow
+
+
+def _position(decoded: Decoded) -> Position | None:
+    if decoded.topic is None or decoded.partition is None or decoded.offset is None:
+        return None
+    return decoded.topic, decoded.partition, decoded.offset
 
 
 def _value(keyed: tuple[str, V]) -> V:

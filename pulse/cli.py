@@ -120,6 +120,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(settings, customers=args.customers, rate=args.rate, config=args.config)
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from pulse.status import collect, render
+
+    status = collect(_settings(args), sample_s=args.sample)
+    if args.json:
+        print(orjson.dumps(status.as_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render(status))
+    return 1 if status.errors else 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from rich.progress import (
         BarColumn,
@@ -256,6 +267,18 @@ def build_parser() -> argparse.ArgumentParser:
         "key = trigger id, recorded in Redis). The log channel prints one JSON\n"
         "line per delivery.",
     )
+
+    p = add(
+        "status",
+        cmd_status,
+        "how the pipeline keeps up: lag per partition, events/s, last snapshot",
+        "Show the dataflow's position and lag on each partition of the events topic,\n"
+        "its current events/s (sampled over --sample seconds) and last snapshot\n"
+        "time, and the dispatcher's lag on the triggers topic. Exits 1 when Kafka or\n"
+        "Redis cannot be read.",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--sample", type=float, default=1.0, help="seconds to measure events/s over")
 
     p = add(
         "replay",

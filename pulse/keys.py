@@ -22,6 +22,14 @@ class RedisKeys:
         """Set of customer keys in a segment (one key per segment, not per customer)."""
         return f"{self.prefix}:segment:{name}"
 
+    def progress(self) -> str:
+        """Dataflow input positions: "<topic>:<partition>" -> next offset."""
+        return f"{self.prefix}:dataflow:progress"
+
+    def workers(self) -> str:
+        """Dataflow workers: index -> JSON {processed, started_at, at}."""
+        return f"{self.prefix}:dataflow:workers"
+
     def popular(self) -> str:
         return f"{self.prefix}:popular"
 

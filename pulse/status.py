@@ -1,0 +1,167 @@
+"""``pulse status``: is the pipeline keeping up?
+
+Reads what the processes publish (dataflow positions and worker counters in
+Redis, the dispatcher's committed offsets in Kafka, the recovery snapshots on
+disk) and compares with the topics' high watermarks.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from pulse.keys import RedisKeys
+from pulse.settings import Settings
+
+
+@dataclass
+class PartitionLag:
+    topic: str
+    partition: int
+    high_watermark: int
+    position: int | None  # next offset the reader will read; None = never read
+
+    @property
+    def lag(self) -> int | None:
+        return None if self.position is None else max(0, self.high_watermark - self.position)
+
+
+@dataclass
+class PipelineStatus:
+    dataflow: list[PartitionLag] = field(default_factory=list)
+    dispatcher: list[PartitionLag] = field(default_factory=list)
+    events_per_s: float | None = None
+    processed: int = 0
+    workers: int = 0
+    last_progress_s_ago: float | None = None
+    last_snapshot: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for name in ("dataflow", "dispatcher"):
+            for row, lag in zip(out[name], getattr(self, name), strict=True):
+                row["lag"] = lag.lag
+        return out
+
+
+def _watermarks(settings: Settings, topic: str, group: str | None) -> list[PartitionLag]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka,
+            "group.id": group or f"pulse-status-{uuid.uuid4().hex}",
+            "enable.auto.commit": "false",
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=5)
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            raise KafkaException(f"topic {topic} does not exist (`pulse services up` creates it)")
+        partitions = sorted(found.partitions)
+        committed: dict[int, int] = {}
+        if group is not None and partitions:
+            for tp in consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=5):
+                if tp.offset >= 0:
+                    committed[tp.partition] = tp.offset
+        rows = []
+        for p in partitions:
+            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
+            rows.append(PartitionLag(topic, p, high, committed.get(p)))
+        return rows
+    finally:
+        consumer.close()
+
+
+def _worker_counters(client: redis.Redis, keys: RedisKeys) -> dict[str, dict[str, float]]:
+    raw: dict[bytes, bytes] = client.hgetall(keys.workers())  # type: ignore[assignment]
+    return {k.decode(): orjson.loads(v) for k, v in raw.items()}
+
+
+def last_snapshot(recovery_dir: Path) -> str | None:
+    """When the dataflow last wrote a snapshot (UTC), from its recovery partitions."""
+    latest: str | None = None
+    for part in sorted(recovery_dir.glob("part-*.sqlite3")):
+        try:
+            with sqlite3.connect(f"file:{part}?mode=ro", uri=True, timeout=1) as db:
+                row = db.execute(
+                    "SELECT max(created_at) FROM (SELECT created_at FROM snaps "
+                    "UNION ALL SELECT created_at FROM fronts)"
+                ).fetchone()
+        except sqlite3.Error:
+            continue
+        if row and row[0] and (latest is None or row[0] > latest):
+            latest = row[0]
+    return latest
+
+
+def collect(settings: Settings, sample_s: float = 1.0) -> PipelineStatus:
+    status = PipelineStatus()
+    keys = RedisKeys(settings.redis_prefix)
+    client: redis.Redis = redis.Redis.from_url(settings.redis, socket_timeout=2)
+    try:
+        raw: dict[bytes, bytes] = client.hgetall(keys.progress())  # type: ignore[assignment]
+        positions = {k.decode(): int(v) for k, v in raw.items()}
+        before = _worker_counters(client, keys)
+        time.sleep(sample_s)
+        after = _worker_counters(client, keys)
+    except redis.RedisError as exc:
+        status.errors.append(f"redis: {exc}")
+        positions, before, after = {}, {}, {}
+    status.workers = len(after)
+    status.processed = int(sum(w["processed"] for w in after.values()))
+    if after:
+        status.last_progress_s_ago = time.time() - max(w["at"] for w in after.values())
+        delta = sum(
+            w["processed"] - before.get(i, {"processed": w["processed"]})["processed"]
+            for i, w in after.items()
+        )
+        status.events_per_s = delta / sample_s
+    try:
+        status.dataflow = _watermarks(settings, settings.events_topic, None)
+        for row in status.dataflow:
+            row.position = positions.get(f"{row.topic}:{row.partition}")
+        status.dispatcher = _watermarks(
+            settings, settings.triggers_topic, f"{settings.consumer_group_prefix}.dispatch"
+        )
+    except KafkaException as exc:
+        status.errors.append(f"kafka: {exc}")
+    status.last_snapshot = last_snapshot(settings.effective_recovery_dir)
+    return status
+
+
+def render(status: PipelineStatus) -> str:
+    lines = []
+    rate = "-" if status.events_per_s is None else f"{status.events_per_s:,.0f}"
+    ago = "-" if status.last_progress_s_ago is None else f"{status.last_progress_s_ago:.1f} s ago"
+    lines.append(
+        f"dataflow: {status.workers} worker(s), {status.processed:,} events processed, "
+        f"{rate} events/s now, last progress {ago}"
+    )
+    snap = status.last_snapshot
+    if snap:
+        age = time.time() - datetime.fromisoformat(snap).replace(tzinfo=UTC).timestamp()
+        lines.append(f"last snapshot: {snap} UTC ({age:.0f} s ago)")
+    else:
+        lines.append("last snapshot: none")
+    for title, rows in (("dataflow input", status.dataflow), ("dispatcher", status.dispatcher)):
+        lines.append(f"\n{title}:")
+        lines.append(f"  {'topic':28} {'part':>4} {'end':>10} {'position':>10} {'lag':>8}")
+        for r in rows:
+            pos = "-" if r.position is None else str(r.position)
+            lag = "-" if r.lag is None else str(r.lag)
+            lines.append(
+                f"  {r.topic:28} {r.partition:>4} {r.high_watermark:>10} {pos:>10} {lag:>8}"
+            )
+    for error in status.errors:
+        lines.append(f"error: {error}")
+    return "\n".join(lines)
