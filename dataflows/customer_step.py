@@ -15,8 +15,7 @@ from bytewax.operators import StatefulLogic
 from engine import identity
 from engine.customer import Effect, Engine
 from engine.events import BaseEvent
-from engine.identity import AnonymousState, ToCustomer
-from engine.merge import merge_states
+from engine.identity import AnonymousState, Link, ToCustomer
 from engine.profile import CustomerState
 
 
@@ -32,10 +31,12 @@ class CustomerLogic(StatefulLogic[ToCustomer, Effect, CustomerState]):
         self._state = state
 
     def on_item(self, value: ToCustomer) -> tuple[Iterable[Effect], bool]:
+        effects: list[Effect] = []
         if value.merge is not None:
-            base = self._state or CustomerState(customer_id=value.customer_id)
-            self._state = merge_states(base, value.merge)
-        self._state, effects = self._engine.apply(self._state, value.event, time.time())
+            self._state, effects = self._engine.absorb(self._state, value.merge, value.customer_id)
+        if value.event is not None:
+            self._state, more = self._engine.apply(self._state, value.event, time.time())
+            effects.extend(more)
         return effects, StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[Effect], bool]:
@@ -54,14 +55,14 @@ class CustomerLogic(StatefulLogic[ToCustomer, Effect, CustomerState]):
         return self._state
 
 
-class AnonymousLogic(StatefulLogic[BaseEvent, ToCustomer | Effect, AnonymousState]):
+class AnonymousLogic(StatefulLogic[BaseEvent | Link, ToCustomer | Effect, AnonymousState]):
     """An anonymous id's state: its own profile until identified, then an alias."""
 
     def __init__(self, engine: Engine, state: AnonymousState | None) -> None:
         self._engine = engine
         self._state = state
 
-    def on_item(self, value: BaseEvent) -> tuple[Iterable[ToCustomer | Effect], bool]:
+    def on_item(self, value: BaseEvent | Link) -> tuple[Iterable[ToCustomer | Effect], bool]:
         self._state, out = identity.resolve(self._engine, self._state, value, time.time())
         return out, StatefulLogic.RETAIN
 

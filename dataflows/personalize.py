@@ -40,7 +40,7 @@ from engine.customer import (
 )
 from engine.decode import DeadLetter
 from engine.events import BaseEvent
-from engine.identity import ToCustomer
+from engine.identity import Link, ToCustomer, link_of
 from engine.popularity import ItemSignal, ItemState, apply_signal
 from engine.triggers import abandoned_cart
 from pulse.keys import RedisKeys
@@ -70,18 +70,21 @@ def build_flow(settings: Settings, flow_id: str = "pulse") -> Dataflow:
     op.output("events_dlq", dead, kafka_out)
 
     events = op.map("events", split.trues, _event_of)
-    # Identity: events with an anonymous id pass its state first (alias or
-    # anonymous profile); the rest go straight to their customer.
-    by_anon = op.branch("has_anonymous_id", events, lambda e: e.anonymous_id is not None)
+    # Identity (engine/identity.py): events with a customer id go straight to
+    # the customer; anonymous-only events, and links from events carrying both
+    # ids, pass the anonymous id's state (alias or anonymous profile) first.
+    known = op.branch("has_customer_id", events, lambda e: e.customer_id is not None)
+    direct = op.map("known_customer", known.trues, _to_customer)
+    links = op.filter_map("links", known.trues, link_of)
+    to_anon: Stream[BaseEvent | Link] = op.merge("to_anonymous", known.falses, links)
     anon_keyed_out = op.stateful(
         "resolve_identity",
-        op.key_on("key_by_anonymous_id", by_anon.trues, lambda e: str(e.anonymous_id)),
+        op.key_on("key_by_anonymous_id", to_anon, lambda e: str(e.anonymous_id)),
         lambda state: AnonymousLogic(engine, state),
     )
     anon_out = op.map("unkey_identity", anon_keyed_out, _value)
     forwarded = op.filter_map("linked_to_customer", anon_out, _forwarded)
     anon_effects = op.filter_map("anonymous_effects", anon_out, _effect)
-    direct = op.map("known_customer", by_anon.falses, _to_customer)
 
     to_customers: Stream[ToCustomer] = op.merge("to_customers", direct, forwarded)
     keyed = op.key_on("key_by_customer", to_customers, lambda t: t.customer_id)

@@ -16,6 +16,7 @@ import msgspec
 
 from engine import events as ev
 from engine.loyalty import DEFAULT_PROGRAM, LoyaltyProgram
+from engine.merge import merge_states
 from engine.popularity import ItemSignal, item_signals
 from engine.profile import (
     MAX_ORDERS_KEPT,
@@ -109,17 +110,8 @@ class Engine:
         state.event_counts[kind] = state.event_counts.get(kind, 0) + 1
         _count_hour(state, ts)
         _update_profile(state, event, ts, self.loyalty)
-        self._update_tier(state, ts)
         effects.extend(item_signals(event))
-        segments = segments_of(state)
-        if segments != state.segments:
-            old, new = set(state.segments), set(segments)
-            effects.append(
-                SegmentsChanged(
-                    state.customer_id, tuple(sorted(new - old)), tuple(sorted(old - new))
-                )
-            )
-            state.segments = segments
+        self._derive(state, ts, effects)
 
         for rule in self.rules:
             timer = state.timers.get(rule.rule_id)
@@ -150,6 +142,29 @@ class Engine:
                 continue
             fired.append(TriggerFired(_make_trigger(rule, state, timer)))
         return fired
+
+    def absorb(
+        self, state: CustomerState | None, other: CustomerState, customer_id: str
+    ) -> tuple[CustomerState, list[Effect]]:
+        """Merge another profile of the same person (an anonymous one) into ``state``."""
+        state = merge_states(state or CustomerState(customer_id=customer_id), other)
+        effects: list[Effect] = []
+        self._derive(state, state.last_seen, effects)
+        effects.append(ProfileChanged(state))
+        return state, effects
+
+    def _derive(self, state: CustomerState, ts: float, effects: list[Effect]) -> None:
+        """Attributes computed from the rest of the state: tier and segments."""
+        self._update_tier(state, ts)
+        segments = segments_of(state)
+        if segments != state.segments:
+            old, new = set(state.segments), set(segments)
+            effects.append(
+                SegmentsChanged(
+                    state.customer_id, tuple(sorted(new - old)), tuple(sorted(old - new))
+                )
+            )
+            state.segments = segments
 
     def _update_tier(self, state: CustomerState, ts: float) -> None:
         spend = state.spend_since(max(state.last_seen, ts) - self.loyalty.window_s)

@@ -1,13 +1,16 @@
 """Identity resolution: anonymous visitors become known customers.
 
-Events that carry an anonymous id pass through a state keyed by that id first.
-Until an identify (any event carrying both ids) links it to a customer id, the
-anonymous visitor has a profile of its own here. On the link, that profile
-travels with the linking event to the customer's key and is merged there
-(``engine.merge``); from then on events under the anonymous id are re-addressed
-to the customer, so both ids land on one profile. The first link of an
-anonymous id wins: a later identify to another customer moves only its own
-events (a shared device does not merge two people).
+Every event that carries a customer id goes straight to that customer's state,
+so one customer's own events keep their order whatever else happens. Events
+with only an anonymous id pass a state keyed by that id: until the id is
+linked to a customer, the anonymous visitor has a profile of its own there.
+An event carrying both ids (an identify, typically) also sends a ``Link`` to
+the anonymous id's state: on the first link, the anonymous profile travels to
+the customer's key and is merged there (``engine.merge``), and from then on
+anonymous-only events are re-addressed to the customer, so both ids land on
+one profile. The first link wins: a later identify of the same anonymous id
+with another customer moves only its own events (a shared device does not
+merge two people).
 """
 
 from __future__ import annotations
@@ -25,35 +28,54 @@ class AnonymousState(msgspec.Struct, kw_only=True):
     profile: CustomerState | None = None
 
 
+class Link(msgspec.Struct, frozen=True):
+    """An anonymous id seen together with a customer id."""
+
+    anonymous_id: str
+    customer_id: str
+
+
 class ToCustomer(msgspec.Struct, frozen=True):
-    """An event bound for a known customer's state, maybe with a profile to merge."""
+    """Input for a known customer's state: an event, a profile to merge, or both."""
 
     customer_id: str
-    event: ev.BaseEvent
+    event: ev.BaseEvent | None = None
     merge: CustomerState | None = None
 
 
+def link_of(event: ev.BaseEvent) -> Link | None:
+    if event.anonymous_id is None or event.customer_id is None:
+        return None
+    return Link(event.anonymous_id, event.customer_id)
+
+
 def resolve(
-    engine: Engine, anon: AnonymousState | None, event: ev.BaseEvent, now: float
+    engine: Engine, anon: AnonymousState | None, item: ev.BaseEvent | Link, now: float
 ) -> tuple[AnonymousState, list[ToCustomer | Effect]]:
-    assert event.anonymous_id is not None
+    """One step of an anonymous id's state: a link, or an anonymous-only event."""
+    anonymous_id = item.anonymous_id
+    assert anonymous_id is not None
     if anon is None:
-        anon = AnonymousState(anonymous_id=event.anonymous_id)
-    if event.customer_id is not None:
+        anon = AnonymousState(anonymous_id=anonymous_id)
+    if isinstance(item, Link):
         if anon.customer_id is not None:
-            return anon, [ToCustomer(event.customer_id, event)]
-        anon.customer_id = event.customer_id
+            return anon, []
+        anon.customer_id = item.customer_id
         merged, anon.profile = anon.profile, None
-        out: list[ToCustomer | Effect] = [ToCustomer(event.customer_id, event, merged)]
-        if merged is not None:
-            out.append(ProfileRemoved(merged.customer_id))
-            if merged.segments:
-                out.append(SegmentsChanged(merged.customer_id, (), tuple(merged.segments)))
+        if merged is None:
+            return anon, []
+        out: list[ToCustomer | Effect] = [
+            ToCustomer(item.customer_id, merge=merged),
+            ProfileRemoved(merged.customer_id),
+        ]
+        if merged.segments:
+            out.append(SegmentsChanged(merged.customer_id, (), tuple(merged.segments)))
         return anon, out
+    assert item.customer_id is None, "events with a customer id go straight to the customer"
     if anon.customer_id is not None:
-        known = msgspec.structs.replace(event, customer_id=anon.customer_id)
+        known = msgspec.structs.replace(item, customer_id=anon.customer_id)
         return anon, [ToCustomer(anon.customer_id, known)]
-    anon.profile, effects = engine.apply(anon.profile, event, now)
+    anon.profile, effects = engine.apply(anon.profile, item, now)
     return anon, list(effects)
 
 

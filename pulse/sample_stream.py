@@ -12,6 +12,7 @@ import random
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 CATEGORIES = ("mugs", "candles", "kitchen", "garden", "toys", "stationery", "lighting", "bags")
@@ -44,12 +45,19 @@ def catalog(seed: int = 7, per_category: int = 12) -> list[Product]:
 
 
 def shopper_events(
-    customers: int, seed: int = 42, run_id: str | None = None
+    customers: int,
+    seed: int = 42,
+    run_id: str | None = None,
+    start: datetime | None = None,
+    spacing_s: float = 0.05,
 ) -> Iterator[dict[str, Any]]:
-    """Yield events (Pulse JSON, without timestamps) for ``customers`` shoppers.
+    """Yield events (Pulse JSON) for ``customers`` shoppers.
 
     Event ids are unique per ``run_id`` so a second demo run is new traffic,
-    while customer ids are stable so profiles grow across runs.
+    while customer ids are stable so profiles grow across runs. Without
+    ``start`` events carry no timestamp (the receive time is used, as for live
+    traffic); with it, event ``i`` is stamped ``start + i * spacing_s``, which
+    makes a stream exactly reproducible for tests and benchmarks.
     """
     rng = random.Random(seed)
     run = run_id or uuid.uuid4().hex[:8]
@@ -76,6 +84,8 @@ def shopper_events(
             continue
         counter += 1
         event["event_id"] = f"{run}-{counter:07d}"
+        if start is not None:
+            event["timestamp"] = (start + timedelta(seconds=counter * spacing_s)).isoformat()
         yield event
 
 

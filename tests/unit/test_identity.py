@@ -13,8 +13,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine import events as ev
-from engine.customer import DuplicateDropped, Engine, ProfileRemoved, TriggerFired
-from engine.identity import AnonymousState, ToCustomer, resolve
+from engine.customer import (
+    DuplicateDropped,
+    Engine,
+    ProfileRemoved,
+    SegmentsChanged,
+    TriggerFired,
+)
+from engine.identity import AnonymousState, Link, ToCustomer, link_of, resolve
 from engine.merge import merge_states
 from engine.profile import CustomerState
 from engine.triggers import abandoned_cart
@@ -179,47 +185,68 @@ def test_merge_is_order_independent_apart_from_who_keeps_the_id(
 # Identity resolution ---------------------------------------------------------
 
 
-def test_anonymous_events_build_their_own_profile_until_identify() -> None:
+def _link(
+    engine_anon: AnonymousState | None, customer: str, anon: str, ts: float
+) -> tuple[AnonymousState, list[object]]:
+    link = link_of(identify("i1", ts, customer, anon))
+    assert link is not None
+    state, out = resolve(ENGINE, engine_anon, link, ts)
+    return state, list(out)
+
+
+def test_only_events_with_both_ids_make_a_link() -> None:
+    assert link_of(identify("i1", T0, "c", "x")) == Link("x", "c")
+    assert link_of(view("v1", T0, "s", customer="c")) is None
+    assert link_of(view("v2", T0, "s", anon="x")) is None
+
+
+def test_anonymous_events_build_their_own_profile_until_linked() -> None:
     anon, out = resolve(ENGINE, None, view("a1", T0, "s", anon="x"), T0)
     assert anon.profile is not None and anon.profile.customer_id == "anon:x"
     assert not any(isinstance(o, ToCustomer) for o in out)
 
 
-def test_identify_carries_the_anonymous_profile_to_the_customer() -> None:
+def test_the_link_carries_the_anonymous_profile_to_the_customer() -> None:
     anon, _ = resolve(ENGINE, None, cart("a1", T0, "s", anon="x"), T0)
-    anon, out = resolve(ENGINE, anon, identify("i1", T0 + 1, "c", "x"), T0 + 1)
+    anon, out = _link(anon, "c", "x", T0 + 1)
     [forward] = [o for o in out if isinstance(o, ToCustomer)]
-    assert forward.customer_id == "c"
+    assert forward.customer_id == "c" and forward.event is None
     assert forward.merge is not None and forward.merge.cart_quantity == 1
     assert ProfileRemoved("anon:x") in out
     assert anon.customer_id == "c" and anon.profile is None
 
 
-def test_after_identify_anonymous_events_go_to_the_customer() -> None:
-    anon, _ = resolve(ENGINE, None, identify("i1", T0, "c", "x"), T0)
+def test_a_link_without_anonymous_history_only_records_the_alias() -> None:
+    anon, out = _link(None, "c", "x", T0)
+    assert out == [] and anon.customer_id == "c"
+
+
+def test_after_the_link_anonymous_events_go_to_the_customer() -> None:
+    anon, _ = _link(None, "c", "x", T0)
     anon, out = resolve(ENGINE, anon, view("a2", T0 + 1, "s", anon="x"), T0 + 1)
     [forward] = out
     assert isinstance(forward, ToCustomer)
-    assert forward.customer_id == "c" and forward.event.customer_id == "c"
+    assert forward.customer_id == "c"
+    assert forward.event is not None and forward.event.customer_id == "c"
     assert forward.merge is None
 
 
 def test_the_first_link_wins_on_a_shared_device() -> None:
-    anon, _ = resolve(ENGINE, None, identify("i1", T0, "c1", "x"), T0)
-    anon, out = resolve(ENGINE, anon, identify("i2", T0 + 1, "c2", "x"), T0 + 1)
-    [forward] = out
-    assert isinstance(forward, ToCustomer) and forward.customer_id == "c2"
-    assert anon.customer_id == "c1"
+    anon, _ = _link(None, "c1", "x", T0)
+    anon, out = _link(anon, "c2", "x", T0 + 1)
+    assert out == [] and anon.customer_id == "c1"
 
 
 def test_an_anonymous_cart_fires_for_the_customer_after_merge() -> None:
     """The timer travels with the merged profile, now with an e-mail to send to."""
     anon, _ = resolve(ENGINE, None, cart("a1", T0, "s", anon="x"), T0)
-    anon, out = resolve(ENGINE, anon, identify("i1", T0 + 1, "c", "x"), T0 + 1)
+    state, _ = ENGINE.apply(None, identify("i1", T0 + 1, "c", "x"), T0 + 1)
+    anon, out = _link(anon, "c", "x", T0 + 1)
     [forward] = [o for o in out if isinstance(o, ToCustomer)]
     assert forward.merge is not None
-    state = merge_states(CustomerState(customer_id="c"), forward.merge)
-    state, _ = ENGINE.apply(state, forward.event, T0 + 1)
+    state, effects = ENGINE.absorb(state, forward.merge, "c")
+    assert state.cart_quantity == 1 and "active_cart" in state.segments
+    assert any(isinstance(e, SegmentsChanged) and "active_cart" in e.added for e in effects)
     [fired] = [e for e in ENGINE.fire_due(state, T0 + 1801) if isinstance(e, TriggerFired)]
     assert fired.trigger.customer_id == "c"
     assert fired.trigger.payload["email"] == "c@example.com"
