@@ -7,6 +7,7 @@ turns the returned effects into Redis writes and Kafka records, and asks
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
@@ -108,8 +109,8 @@ class Engine:
         state.last_seen = max(state.last_seen, ts)
         state.events_total += 1
         state.event_counts[kind] = state.event_counts.get(kind, 0) + 1
-        _count_hour(state, ts)
         _update_profile(state, event, ts, self.loyalty)
+        _count_hour(state, ts)  # after identify traits: its own time zone counts
         effects.extend(item_signals(event))
         self._derive(state, ts, effects)
 
@@ -221,10 +222,11 @@ def _update_profile(
                 _affinity(state, category, 3.0, ts)
             line = state.cart.get(sku)
             if line is None:
-                state.cart[sku] = CartLine(sku, qty, price, category, name)
+                state.cart[sku] = CartLine(sku, qty, price, category, name, ts)
             else:
                 line.quantity += qty
-                line.price = price
+                if ts >= line.price_at:  # the price of the latest add, by event time
+                    line.price, line.price_at = price, ts
             state.cart_updated_at = max(state.cart_updated_at, ts)
         case ev.RemoveFromCart(sku=sku, quantity=qty):
             line = state.cart.get(sku)
@@ -238,8 +240,11 @@ def _update_profile(
             state.orders += 1
             state.revenue += total
             state.last_order_at = max(state.last_order_at, ts)
-            state.loyalty_points += loyalty.points_for(total)
-            _record_order(state, OrderRecord(order_id, ts, total))
+            record = OrderRecord(order_id, ts, total, points=loyalty.points_for(total))
+            state.loyalty_points += record.points
+            _record_order(state, record)
+            if order_id in state.pending_refunds:
+                _settle_early_refund(state, record, state.pending_refunds.pop(order_id))
             for item in items:
                 if item.category:
                     _affinity(state, item.category, 5.0, ts)
@@ -248,15 +253,18 @@ def _update_profile(
                 state.cart.clear()
             state.cart_updated_at = max(state.cart_updated_at, ts)
         case ev.OrderRefunded(order_id=order_id, amount=amount):
-            record = next((o for o in state.order_history if o.order_id == order_id), None)
-            refundable = record.total - record.refunded if record is not None else None
-            refund = amount if amount is not None else (refundable or 0.0)
-            if refundable is not None:
-                refund = min(refund, refundable)
-                record.refunded += refund  # type: ignore[union-attr]
-            state.revenue -= refund
             state.refunds += 1
-            state.loyalty_points = max(0, state.loyalty_points - loyalty.points_for(refund))
+            known = next((o for o in state.order_history if o.order_id == order_id), None)
+            if known is not None:
+                _refund(state, known, amount)
+            else:
+                # The order is unknown: too old for the history, or not arrived
+                # yet. A stated amount counts now; the order, if it comes, is
+                # settled against it (see _settle_early_refund).
+                if amount is not None:
+                    state.revenue -= amount
+                    state.loyalty_points = max(0, state.loyalty_points - loyalty.points_for(amount))
+                _remember_pending(state, order_id, amount)
         case ev.LoyaltyPointsAdjusted(points=points):
             state.loyalty_points = max(0, state.loyalty_points + points)
         case ev.MessageSent(message_channel=channel):
@@ -268,13 +276,9 @@ def _update_profile(
         case ev.MessageBounced(message_channel=channel):
             _engagement(state, channel).bounced += 1
         case ev.MessageUnsubscribed(message_channel=channel):
-            current = state.consent.get(channel)
-            if current is None or ts >= current.ts:
-                state.consent[channel] = Consent(False, ts)
+            _decide_consent(state, channel, Consent(False, ts))
         case ev.ConsentChanged(consent_channel=channel, granted=granted):
-            current = state.consent.get(channel)
-            if current is None or ts >= current.ts:
-                state.consent[channel] = Consent(granted, ts)
+            _decide_consent(state, channel, Consent(granted, ts))
         case ev.SupportTicketOpened(ticket_id=ticket):
             if ticket not in state.open_tickets:
                 state.open_tickets.append(ticket)
@@ -283,8 +287,9 @@ def _update_profile(
                 state.open_tickets.remove(ticket)
         case ev.Identify(traits=traits):
             for key, value in msgspec.structs.asdict(traits).items():
-                if value is not None:
+                if value is not None and ts >= state.trait_times.get(key, -math.inf):
                     state.traits[key] = value
+                    state.trait_times[key] = ts
         case _:
             pass
 
@@ -295,6 +300,52 @@ def _affinity(state: CustomerState, category: str, weight: float, ts: float) -> 
         state.affinity[category] = Decayed(weight, ts)
     else:
         score.add(weight, ts)
+
+
+def _refund(state: CustomerState, record: OrderRecord, amount: float | None) -> None:
+    """Refund part or all of a known order, taking back its points in proportion."""
+    refundable = record.total - record.refunded
+    refund = refundable if amount is None else min(amount, refundable)
+    points_before = _points_refunded(record)
+    record.refunded += refund
+    state.revenue -= refund
+    state.loyalty_points = max(0, state.loyalty_points - (_points_refunded(record) - points_before))
+
+
+def _points_refunded(record: OrderRecord) -> int:
+    if record.total <= 0:
+        return record.points if record.refunded > 0 else 0
+    return int(record.points * min(1.0, record.refunded / record.total) + 1e-9)
+
+
+def _settle_early_refund(state: CustomerState, record: OrderRecord, amount: float | None) -> None:
+    """An order whose refund arrived first: apply it as if in order."""
+    if amount is None:
+        _refund(state, record, None)
+        return
+    # The stated amount was already taken from revenue and points; undo that
+    # and refund the order properly (which also caps it at the order total).
+    state.revenue += amount
+    state.loyalty_points += min(
+        record.points, int(amount * (record.points / record.total)) if record.total > 0 else 0
+    )
+    _refund(state, record, amount)
+
+
+def _remember_pending(state: CustomerState, order_id: str, amount: float | None) -> None:
+    pending = state.pending_refunds
+    if order_id in pending and amount is not None and pending[order_id] is not None:
+        pending[order_id] = (pending[order_id] or 0.0) + amount
+    else:
+        pending[order_id] = amount
+    while len(pending) > MAX_ORDERS_KEPT:
+        del pending[next(iter(pending))]
+
+
+def _decide_consent(state: CustomerState, channel: str, decision: Consent) -> None:
+    current = state.consent.get(channel)
+    if current is None or decision.supersedes(current):
+        state.consent[channel] = decision
 
 
 def _record_order(state: CustomerState, record: OrderRecord) -> None:

@@ -22,7 +22,7 @@ class Tier(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class LoyaltyProgram(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    points_per_unit: Annotated[float, Meta(ge=0)] = 1.0
+    points_per_unit: Annotated[float, Meta(ge=0, le=1e6)] = 1.0
     window_days: Annotated[int, Meta(ge=1, le=3660)] = 365
     tiers: tuple[Tier, ...] = (Tier("member", 0.0),)
 
@@ -34,6 +34,9 @@ class LoyaltyProgram(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("tiers: min_spend must increase strictly, lowest tier first")
         if spends[0] != 0:
             raise ValueError("tiers: the first tier must have min_spend 0")
+        names = [t.name for t in self.tiers]
+        if len(set(names)) != len(names):
+            raise ValueError("tiers: tier names must be unique")
 
     @property
     def window_s(self) -> float:

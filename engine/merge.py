@@ -22,6 +22,7 @@ from engine.profile import (
     CustomerState,
     Decayed,
     Engagement,
+    OrderRecord,
     Viewed,
 )
 
@@ -72,7 +73,10 @@ def merge_states(into: CustomerState, other: CustomerState) -> CustomerState:
     into.revenue += other.revenue
     into.refunds += other.refunds
     into.last_order_at = max(into.last_order_at, other.last_order_at)
-    history = {o.order_id: o for o in (*into.order_history, *other.order_history)}
+    history = {
+        o.order_id: OrderRecord(o.order_id, o.ts, o.total, o.refunded, o.points)
+        for o in (*into.order_history, *other.order_history)
+    }
     into.order_history = sorted(history.values(), key=lambda o: (o.ts, o.order_id))[
         -MAX_ORDERS_KEPT:
     ]
@@ -95,11 +99,15 @@ def merge_states(into: CustomerState, other: CustomerState) -> CustomerState:
 
     for channel, decision in other.consent.items():
         mine_c = into.consent.get(channel)
-        if mine_c is None or decision.ts > mine_c.ts:
+        if mine_c is None or decision.supersedes(mine_c):
             into.consent[channel] = decision
     into.open_tickets = sorted(set(into.open_tickets) | set(other.open_tickets))
     for key, value in other.traits.items():
-        into.traits.setdefault(key, value)
+        if key not in into.traits:
+            into.traits[key] = value
+            into.trait_times[key] = other.trait_times.get(key, 0.0)
+    for order_id, amount in other.pending_refunds.items():
+        into.pending_refunds.setdefault(order_id, amount)
     for rule_id, timer in other.timers.items():
         mine_t = into.timers.get(rule_id)
         if mine_t is None or timer.due > mine_t.due:

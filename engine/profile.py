@@ -21,6 +21,7 @@ class CartLine(msgspec.Struct, array_like=True):
     price: float
     category: str | None = None
     name: str | None = None
+    price_at: float = 0.0  # event time of the price
 
 
 class Viewed(msgspec.Struct, array_like=True):
@@ -31,6 +32,10 @@ class Viewed(msgspec.Struct, array_like=True):
 class Consent(msgspec.Struct, array_like=True):
     granted: bool
     ts: float
+
+    def supersedes(self, other: Consent) -> bool:
+        """The later decision wins; at the same time, a refusal wins (the safe side)."""
+        return (self.ts, not self.granted) >= (other.ts, not other.granted)
 
 
 class Decayed(msgspec.Struct, array_like=True):
@@ -55,6 +60,7 @@ class OrderRecord(msgspec.Struct, array_like=True):
     ts: float
     total: float
     refunded: float = 0.0
+    points: int = 0  # loyalty points the order earned
 
 
 class Engagement(msgspec.Struct, array_like=True):
@@ -95,6 +101,7 @@ class CustomerState(msgspec.Struct, kw_only=True):
     refunds: int = 0
     last_order_at: float = 0.0
     order_history: list[OrderRecord] = []  # oldest first, at most MAX_ORDERS_KEPT
+    pending_refunds: dict[str, float | None] = {}  # refunds that came before their order
     loyalty_points: int = 0
     tier: str = ""
     previous_tier: str = ""
@@ -104,6 +111,7 @@ class CustomerState(msgspec.Struct, kw_only=True):
     consent: dict[str, Consent] = {}
     open_tickets: list[str] = []
     traits: dict[str, str] = {}
+    trait_times: dict[str, float] = {}  # event time of each trait's value
     segments: list[str] = []
     timers: dict[str, Timer] = {}
     # Event ids seen within the dedup window (id -> event time), and how many

@@ -1,0 +1,280 @@
+"""Crash safety: SIGKILL the dataflow at random points, restart, compare with no crash.
+
+Two isolated pipelines get the same reproducible event stream. One runs to
+the end undisturbed; the other is killed with SIGKILL at random moments while
+it works, restarted on the same recovery directory each time, and finally run
+to the end. Every Redis key the dataflow wrote must then be byte-for-byte equal
+between the two: no event lost, none counted twice.
+
+    python -m benchmarks.recovery [--events 100000] [--crashes 5]
+
+The same harness runs in CI at a smaller size (tests/e2e/test_crash_recovery.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from benchmarks.common import bench_settings, print_table, start, write_json
+from pulse.keys import RedisKeys
+from pulse.sample_stream import shopper_events
+from pulse.settings import Settings
+
+EPOCH = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+def produce_stream(settings: Settings, events: int, seed: int = 7) -> int:
+    """The same ``events`` shopper events for every call with the same seed."""
+    customers = max(1, math.ceil(events / 12))
+    stream = islice(shopper_events(customers, seed=seed, run_id="crash", start=EPOCH), events)
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka,
+            "enable.idempotence": "true",
+            "linger.ms": "5",
+            "compression.type": "lz4",
+        }
+    )
+    count = 0
+    for event in stream:
+        key = event.get("customer_id") or f"anon:{event['anonymous_id']}"
+        while True:
+            try:
+                producer.produce(
+                    settings.events_topic, key=str(key).encode(), value=orjson.dumps(event)
+                )
+                break
+            except BufferError:
+                producer.poll(0.05)
+        count += 1
+        if count % 5000 == 0:
+            producer.poll(0)
+    assert producer.flush(60) == 0, "not every event was acknowledged"
+    return count
+
+
+def end_offsets(settings: Settings) -> dict[str, int]:
+    consumer = Consumer({"bootstrap.servers": settings.kafka, "group.id": "crash-harness"})
+    try:
+        md = consumer.list_topics(settings.events_topic, timeout=10)
+        out = {}
+        for p in md.topics[settings.events_topic].partitions:
+            _lo, hi = consumer.get_watermark_offsets(
+                TopicPartition(settings.events_topic, p), timeout=10
+            )
+            out[f"{settings.events_topic}:{p}"] = hi
+        return out
+    finally:
+        consumer.close()
+
+
+def caught_up(settings: Settings, client: redis.Redis, ends: dict[str, int]) -> bool:
+    raw: dict[bytes, bytes] = client.hgetall(RedisKeys(settings.redis_prefix).progress())  # type: ignore[assignment]
+    positions = {k.decode(): int(v) for k, v in raw.items()}
+    return all(positions.get(part, 0) >= end for part, end in ends.items() if end > 0)
+
+
+def redis_state(settings: Settings, client: redis.Redis) -> dict[str, Any]:
+    """Everything the dataflow serves, keyed without the prefix (progress keys excluded)."""
+    prefix = settings.redis_prefix + ":"
+    out: dict[str, Any] = {}
+    for raw_key in client.scan_iter(match=prefix + "*", count=2000):
+        key = raw_key.decode()
+        if ":dataflow:" in key:
+            continue
+        kind = client.type(raw_key).decode()  # type: ignore[union-attr]
+        if kind == "hash":
+            value: Any = sorted(client.hgetall(raw_key).items())  # type: ignore[union-attr]
+        elif kind == "zset":
+            value = client.zrange(raw_key, 0, -1, withscores=True)
+        elif kind == "set":
+            value = sorted(client.smembers(raw_key))  # type: ignore[arg-type]
+        else:
+            value = client.get(raw_key)
+        out[key[len(prefix) :]] = value
+    return out
+
+
+def run_until_caught_up(
+    settings: Settings,
+    log: Path,
+    timeout_s: float = 600.0,
+    on_progress: Callable[[], None] | None = None,
+) -> float:
+    """Start the dataflow, wait until it has read everything and Redis is still, stop it."""
+    client: redis.Redis = redis.Redis.from_url(settings.redis)
+    ends = end_offsets(settings)
+    started = time.monotonic()
+    proc = start(settings, "run", log=log)
+    try:
+        while not caught_up(settings, client, ends):
+            if proc.poll() is not None:
+                raise RuntimeError(f"dataflow exited with {proc.returncode}; see {log}")
+            if time.monotonic() - started > timeout_s:
+                raise RuntimeError(f"dataflow did not catch up in {timeout_s:.0f} s; see {log}")
+            if on_progress:
+                on_progress()
+            time.sleep(0.2)
+        elapsed = time.monotonic() - started
+        # The profile and progress sinks are separate outputs: wait until the
+        # served state stops changing before calling it done.
+        previous = redis_state(settings, client)
+        while True:
+            time.sleep(1.0)
+            current = redis_state(settings, client)
+            if current == previous:
+                break
+            previous = current
+        return elapsed
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def read_position(settings: Settings, client: redis.Redis) -> int:
+    """Events the dataflow has read so far (sum over partitions), from its progress."""
+    raw: dict[bytes, bytes] = client.hgetall(RedisKeys(settings.redis_prefix).progress())  # type: ignore[assignment]
+    return sum(int(v) for v in raw.values())
+
+
+def crash_repeatedly(
+    settings: Settings,
+    log: Path,
+    crashes: int,
+    rng: random.Random,
+    min_s: float = 1.0,
+    max_s: float = 4.0,
+) -> list[tuple[float, int]]:
+    """Start and SIGKILL the dataflow ``crashes`` times at random moments.
+
+    Returns (seconds after start, events read so far) for each kill.
+    """
+    client: redis.Redis = redis.Redis.from_url(settings.redis)
+    kills = []
+    for _ in range(crashes):
+        proc = start(settings, "run", log=log)
+        wait = rng.uniform(min_s, max_s)
+        time.sleep(wait)
+        if proc.poll() is not None:
+            raise RuntimeError(f"dataflow exited with {proc.returncode} before the kill; see {log}")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        kills.append((round(wait, 2), read_position(settings, client)))
+    return kills
+
+
+def compare(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
+    """Differences between two runs' Redis state; empty when they agree.
+
+    Everything must be byte-for-byte equal except the item popularity scores:
+    each is a floating-point sum over many customers' events, and the order in
+    which those reach an item depends on batch boundaries, so two runs agree to
+    about 1e-15 relative, not to the last bit. They are compared to 1e-9.
+    """
+    problems = []
+    for key in sorted(set(expected) | set(actual)):
+        if key not in actual:
+            problems.append(f"missing after crashes: {key}")
+        elif key not in expected:
+            problems.append(f"extra after crashes: {key}")
+        elif key == "popular":
+            want, got = dict(expected[key]), dict(actual[key])
+            if want.keys() != got.keys() or any(
+                not math.isclose(want[k], got[k], rel_tol=1e-9) for k in want
+            ):
+                problems.append("differs: popular (beyond 1e-9 relative)")
+        elif expected[key] != actual[key]:
+            problems.append(f"differs: {key}")
+    return problems
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--crashes", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+
+    logs = Path(bench_settings().cache_dir) / "bench"
+    rows = []
+    reference = bench_settings(snapshot_interval_s=2.0)
+    reference = _with_recovery(reference, logs / "recovery-ref")
+    crashed = bench_settings(snapshot_interval_s=2.0)
+    crashed = _with_recovery(crashed, logs / "recovery-crash")
+    n = produce_stream(reference, args.events)
+    produce_stream(crashed, args.events)
+    print(f"produced {n} events twice", flush=True)
+
+    ref_s = run_until_caught_up(reference, logs / "recovery-ref.log")
+    rows.append(["no crash", 0, "-", ref_s])
+    print(f"reference run: {ref_s:.1f} s", flush=True)
+    kills = crash_repeatedly(
+        crashed, logs / "recovery-crash.log", args.crashes, random.Random(args.seed)
+    )
+    final_s = run_until_caught_up(crashed, logs / "recovery-crash.log")
+    rows.append(
+        [
+            "SIGKILL + restart",
+            args.crashes,
+            " ".join(f"{s}s@{n}" for s, n in kills),
+            final_s,
+        ]
+    )
+
+    client: redis.Redis = redis.Redis.from_url(reference.redis)
+    expected, actual = redis_state(reference, client), redis_state(crashed, client)
+    problems = compare(expected, actual)
+    print_table(
+        f"recovery: {n:,} events, dataflow killed with SIGKILL at random moments",
+        ["run", "crashes", "killed after s @ events read", "final run s"],
+        rows,
+    )
+    print(f"\nRedis keys compared: {len(expected):,}; differences: {len(problems)}")
+    for p in problems[:20]:
+        print(f"  {p}")
+    path = write_json(
+        "recovery",
+        {
+            "benchmark": "recovery",
+            "events": n,
+            "crashes": args.crashes,
+            "kills_after_s": kills,
+            "keys": len(expected),
+            "differences": problems[:100],
+            "rows": rows,
+        },
+    )
+    print(f"wrote {path}")
+    return 0 if not problems else 1
+
+
+def _with_recovery(settings: Settings, path: Path) -> Settings:
+    from pulse.settings import load_settings
+
+    return load_settings(
+        environ=settings.as_environ(), recovery_dir=str(path / settings.topic_prefix)
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
