@@ -29,7 +29,7 @@ import orjson
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from benchmarks.common import bench_settings, print_table, start, write_json
+from benchmarks.common import bench_settings, free_port, print_table, start, write_json
 from pulse.keys import RedisKeys
 from pulse.sample_stream import shopper_events
 from pulse.settings import Settings
@@ -109,21 +109,31 @@ def redis_state(settings: Settings, client: redis.Redis) -> dict[str, Any]:
     return out
 
 
+def cluster_args(processes: int) -> list[list[str]]:
+    """`pulse run` arguments for a Bytewax cluster of ``processes`` on loopback."""
+    if processes == 1:
+        return [["run"]]
+    addresses = ",".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+    return [["run", "--process-id", str(i), "--addresses", addresses] for i in range(processes)]
+
+
 def run_until_caught_up(
     settings: Settings,
     log: Path,
     timeout_s: float = 600.0,
     on_progress: Callable[[], None] | None = None,
+    processes: int = 1,
 ) -> float:
     """Start the dataflow, wait until it has read everything and Redis is still, stop it."""
     client: redis.Redis = redis.Redis.from_url(settings.redis)
     ends = end_offsets(settings)
     started = time.monotonic()
-    proc = start(settings, "run", log=log)
+    procs = [start(settings, *args, log=log) for args in cluster_args(processes)]
     try:
         while not caught_up(settings, client, ends):
-            if proc.poll() is not None:
-                raise RuntimeError(f"dataflow exited with {proc.returncode}; see {log}")
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"dataflow exited with {proc.returncode}; see {log}")
             if time.monotonic() - started > timeout_s:
                 raise RuntimeError(f"dataflow did not catch up in {timeout_s:.0f} s; see {log}")
             if on_progress:
@@ -141,12 +151,14 @@ def run_until_caught_up(
             previous = current
         return elapsed
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
 
 
 def read_position(settings: Settings, client: redis.Redis) -> int:

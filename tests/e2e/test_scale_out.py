@@ -1,0 +1,42 @@
+"""Two dataflow processes (Bytewax cluster on loopback) serve exactly what one does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+
+from benchmarks.recovery import compare, produce_stream, redis_state, run_until_caught_up
+from pulse.settings import Settings
+from tests.e2e.test_crash_recovery import _cleanup, _twin
+
+pytestmark = pytest.mark.e2e
+
+EVENTS = 20_000
+
+
+def test_two_processes_over_four_partitions_equal_one_process(
+    pulse_settings: Settings, tmp_path: Path
+) -> None:
+    from pulse.settings import load_settings
+
+    four = load_settings(environ=pulse_settings.as_environ(), partitions=4)
+    single = _twin(four, tmp_path, "one")
+    cluster = _twin(four, tmp_path, "two")
+    try:
+        assert produce_stream(single, EVENTS) == EVENTS
+        assert produce_stream(cluster, EVENTS) == EVENTS
+        run_until_caught_up(single, tmp_path / "one.log", timeout_s=240)
+        run_until_caught_up(cluster, tmp_path / "two.log", timeout_s=240, processes=2)
+        log = (tmp_path / "two.log").read_text()
+        assert "process 1" in log or log.count("dataflow starting") == 2, log[-2000:]
+
+        client: redis.Redis = redis.Redis.from_url(pulse_settings.redis)
+        expected = redis_state(single, client)
+        actual = redis_state(cluster, client)
+        assert len(expected) > 1000
+        assert compare(expected, actual) == []
+    finally:
+        _cleanup(single)
+        _cleanup(cluster)
