@@ -16,6 +16,7 @@ from engine import identity
 from engine.customer import Effect, Engine
 from engine.events import BaseEvent
 from engine.identity import AnonymousState, Link, ToCustomer
+from engine.privacy import EraseAnonymous
 from engine.profile import CustomerState
 
 
@@ -32,6 +33,11 @@ class CustomerLogic(StatefulLogic[ToCustomer, Effect, CustomerState]):
 
     def on_item(self, value: ToCustomer) -> tuple[Iterable[Effect], bool]:
         effects: list[Effect] = []
+        if value.erase_at is not None:
+            self._state, effects = self._engine.erase(
+                self._state, value.customer_id, value.erase_at
+            )
+            return effects, StatefulLogic.RETAIN
         if value.merge is not None:
             self._state, effects = self._engine.absorb(self._state, value.merge, value.customer_id)
         if value.event is not None:
@@ -55,14 +61,17 @@ class CustomerLogic(StatefulLogic[ToCustomer, Effect, CustomerState]):
         return self._state
 
 
-class AnonymousLogic(StatefulLogic[BaseEvent | Link, ToCustomer | Effect, AnonymousState]):
+AnonymousInput = BaseEvent | Link | EraseAnonymous
+
+
+class AnonymousLogic(StatefulLogic[AnonymousInput, ToCustomer | Effect, AnonymousState]):
     """An anonymous id's state: its own profile until identified, then an alias."""
 
     def __init__(self, engine: Engine, state: AnonymousState | None) -> None:
         self._engine = engine
         self._state = state
 
-    def on_item(self, value: BaseEvent | Link) -> tuple[Iterable[ToCustomer | Effect], bool]:
+    def on_item(self, value: AnonymousInput) -> tuple[Iterable[ToCustomer | Effect], bool]:
         self._state, out = identity.resolve(self._engine, self._state, value, time.time())
         return out, StatefulLogic.RETAIN
 

@@ -6,6 +6,7 @@ import logging
 import time
 from typing import Any
 
+import msgspec
 import orjson
 from bytewax.connectors.kafka import (
     KafkaError,
@@ -18,6 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
 from engine.decode import DeadLetter, decode_event
 from engine.events import BaseEvent
+from engine.privacy import EraseCustomer, decode_control
 from engine.triggers import Trigger
 from pulse.settings import Settings
 
@@ -48,6 +50,35 @@ def events_source(settings: Settings) -> KafkaSource:
     )
 
 
+def control_source(settings: Settings) -> KafkaSource:
+    """The control topic (erasures), always read from its start on a fresh flow."""
+    return KafkaSource(
+        [settings.kafka],
+        [settings.control_topic],
+        starting_offset=OFFSET_BEGINNING,
+        raise_on_errors=False,
+        batch_size=100,
+        add_config={"fetch.wait.max.ms": "5", "statistics.interval.ms": "0"},
+    )
+
+
+def decode_control_record(msg: RawMessage | KafkaError[bytes | None, bytes | None]) -> Decoded:
+    if isinstance(msg, KafkaError):
+        src = msg.msg
+        return Decoded(
+            DeadLetter(f"kafka error: {msg.err}", src.value or b""),
+            src.topic,
+            src.partition,
+            src.offset,
+        )
+    raw = msg.value or b""
+    try:
+        item: EraseCustomer | DeadLetter = decode_control(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        item = DeadLetter(f"invalid control message: {exc}", raw)
+    return Decoded(item, msg.topic, msg.partition, msg.offset)
+
+
 def sink(settings: Settings) -> KafkaSink:
     return KafkaSink([settings.kafka], topic=None, add_config=dict(_PRODUCER_CONFIG))
 
@@ -59,7 +90,7 @@ class Decoded:
 
     def __init__(
         self,
-        item: BaseEvent | DeadLetter,
+        item: BaseEvent | EraseCustomer | DeadLetter,
         topic: str | None,
         partition: int | None,
         offset: int | None,

@@ -18,12 +18,14 @@ from typing import TypeVar
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
-from dataflows.customer_step import AnonymousLogic, CustomerLogic
+from dataflows.customer_step import AnonymousInput, AnonymousLogic, CustomerLogic
 from dataflows.item_sink import RedisItemSink
 from dataflows.kafka_io import (
     Decoded,
+    control_source,
     dead_letter_message,
     decode,
+    decode_control_record,
     events_source,
     sink,
     trigger_message,
@@ -40,8 +42,9 @@ from engine.customer import (
 )
 from engine.decode import DeadLetter
 from engine.events import BaseEvent
-from engine.identity import Link, ToCustomer, link_of
+from engine.identity import ToCustomer, erasure_inputs, link_of
 from engine.popularity import ItemSignal, ItemState, apply_signal
+from engine.privacy import EraseAnonymous, EraseCustomer
 from engine.triggers import abandoned_cart
 from pulse.keys import RedisKeys
 from pulse.rules_files import load_loyalty
@@ -76,7 +79,27 @@ def build_flow(settings: Settings, flow_id: str = "pulse") -> Dataflow:
     known = op.branch("has_customer_id", events, lambda e: e.customer_id is not None)
     direct = op.map("known_customer", known.trues, _to_customer)
     links = op.filter_map("links", known.trues, link_of)
-    to_anon: Stream[BaseEvent | Link] = op.merge("to_anonymous", known.falses, links)
+
+    # Control messages (erasures) take effect at one point of the stream.
+    control = op.map(
+        "decode_control",
+        op.input("control_in", flow, control_source(settings)),
+        decode_control_record,
+    )
+    control_split = op.branch(
+        "split_bad_control", control, lambda d: not isinstance(d.item, DeadLetter)
+    )
+    op.output(
+        "control_dlq",
+        op.map("control_dead_letter", control_split.falses, partial(dead_letter_message, settings)),
+        kafka_out,
+    )
+    erasures = op.flat_map("erasure_inputs", control_split.trues, _erasure_inputs)
+    erase_split = op.branch("erase_where", erasures, lambda e: isinstance(e, ToCustomer))
+    erase_customers = op.filter_map("erase_customer", erase_split.trues, _forwarded)
+    erase_anonymous = op.filter_map("erase_anonymous", erase_split.falses, _erase_anonymous)
+
+    to_anon: Stream[AnonymousInput] = op.merge("to_anonymous", known.falses, links, erase_anonymous)
     anon_keyed_out = op.stateful(
         "resolve_identity",
         op.key_on("key_by_anonymous_id", to_anon, lambda e: str(e.anonymous_id)),
@@ -86,7 +109,7 @@ def build_flow(settings: Settings, flow_id: str = "pulse") -> Dataflow:
     forwarded = op.filter_map("linked_to_customer", anon_out, _forwarded)
     anon_effects = op.filter_map("anonymous_effects", anon_out, _effect)
 
-    to_customers: Stream[ToCustomer] = op.merge("to_customers", direct, forwarded)
+    to_customers: Stream[ToCustomer] = op.merge("to_customers", direct, forwarded, erase_customers)
     keyed = op.key_on("key_by_customer", to_customers, lambda t: t.customer_id)
     keyed_effects = op.stateful("customer_state", keyed, lambda state: CustomerLogic(engine, state))
     customer_effects = op.map("unkey_effects", keyed_effects, _value)
@@ -121,7 +144,16 @@ def _value(keyed: tuple[str, V]) -> V:
     return keyed[1]
 
 
-def _forwarded(out: ToCustomer | Effect) -> ToCustomer | None:
+def _erasure_inputs(decoded: Decoded) -> list[ToCustomer | EraseAnonymous]:
+    assert isinstance(decoded.item, EraseCustomer)
+    return erasure_inputs(decoded.item)
+
+
+def _erase_anonymous(item: ToCustomer | EraseAnonymous) -> EraseAnonymous | None:
+    return item if isinstance(item, EraseAnonymous) else None
+
+
+def _forwarded(out: ToCustomer | Effect | EraseAnonymous) -> ToCustomer | None:
     return out if isinstance(out, ToCustomer) else None
 
 
@@ -152,5 +184,5 @@ def _item_popularity(state: ItemState | None, signal: ItemSignal) -> tuple[ItemS
 
 
 def _event_of(decoded: Decoded) -> BaseEvent:
-    assert not isinstance(decoded.item, DeadLetter)
+    assert isinstance(decoded.item, BaseEvent)
     return decoded.item

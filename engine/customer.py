@@ -90,6 +90,12 @@ class Engine:
         if state is None:
             state = CustomerState(customer_id=event.customer_key)
         ts = event.ts
+        if state.erased_at:
+            if ts <= state.erased_at:
+                state.ignored_after_erasure += 1
+                return state, []
+            # New activity after the erasure: a fresh profile.
+            state = CustomerState(customer_id=state.customer_id, erased_at=state.erased_at)
         if self._seen_before(state, event.event_id, ts):
             state.duplicates += 1
             return state, [
@@ -100,6 +106,13 @@ class Engine:
         # A timer due before this event fires first, on the state it was due
         # on: keeps event-time order when the stream runs behind or replays.
         effects: list[Effect] = self._fire(state, min(now, ts))
+        linked = event.anonymous_id
+        if (
+            linked is not None
+            and event.customer_id is not None
+            and linked not in state.anonymous_ids
+        ):
+            state.anonymous_ids.append(linked)
         first = state.events_total == 0
         if first or ts < state.first_seen:
             state.first_seen = ts
@@ -148,11 +161,24 @@ class Engine:
         self, state: CustomerState | None, other: CustomerState, customer_id: str
     ) -> tuple[CustomerState, list[Effect]]:
         """Merge another profile of the same person (an anonymous one) into ``state``."""
+        if state is not None and state.erased_at and other.last_seen <= state.erased_at:
+            return state, []  # history from before the erasure stays erased
         state = merge_states(state or CustomerState(customer_id=customer_id), other)
         effects: list[Effect] = []
         self._derive(state, state.last_seen, effects)
         effects.append(ProfileChanged(state))
         return state, effects
+
+    @staticmethod
+    def erase(
+        state: CustomerState | None, customer_key: str, requested_at: float
+    ) -> tuple[CustomerState, list[Effect]]:
+        """Forget everything about a customer but the time of the erasure."""
+        effects: list[Effect] = [ProfileRemoved(customer_key)]
+        if state is not None and state.segments:
+            effects.append(SegmentsChanged(customer_key, (), tuple(state.segments)))
+        erased_at = max(requested_at, state.erased_at if state is not None else 0.0)
+        return CustomerState(customer_id=customer_key, erased_at=erased_at), effects
 
     def _derive(self, state: CustomerState, ts: float, effects: list[Effect]) -> None:
         """Attributes computed from the rest of the state: tier and segments."""

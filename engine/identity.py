@@ -19,6 +19,7 @@ import msgspec
 
 from engine import events as ev
 from engine.customer import Effect, Engine, ProfileRemoved, SegmentsChanged
+from engine.privacy import EraseAnonymous, EraseCustomer
 from engine.profile import CustomerState
 
 
@@ -26,37 +27,66 @@ class AnonymousState(msgspec.Struct, kw_only=True):
     anonymous_id: str
     customer_id: str | None = None
     profile: CustomerState | None = None
+    erased_at: float = 0.0  # events and links up to this time are ignored
 
 
 class Link(msgspec.Struct, frozen=True):
-    """An anonymous id seen together with a customer id."""
+    """An anonymous id seen together with a customer id, at event time ``ts``."""
 
     anonymous_id: str
     customer_id: str
+    ts: float = 0.0
 
 
 class ToCustomer(msgspec.Struct, frozen=True):
-    """Input for a known customer's state: an event, a profile to merge, or both."""
+    """Input for a known customer's state: an event, a profile to merge, an erasure."""
 
     customer_id: str
     event: ev.BaseEvent | None = None
     merge: CustomerState | None = None
+    erase_at: float | None = None
 
 
 def link_of(event: ev.BaseEvent) -> Link | None:
     if event.anonymous_id is None or event.customer_id is None:
         return None
-    return Link(event.anonymous_id, event.customer_id)
+    return Link(event.anonymous_id, event.customer_id, event.ts)
+
+
+def erasure_inputs(
+    request: EraseCustomer,
+) -> list[ToCustomer | EraseAnonymous]:
+    """Where an erasure must go: the customer's state and each linked anonymous id's."""
+    out: list[ToCustomer | EraseAnonymous] = [
+        ToCustomer(request.customer_id, erase_at=request.requested_at)
+    ]
+    out += [EraseAnonymous(a, request.requested_at) for a in request.anonymous_ids]
+    return out
 
 
 def resolve(
-    engine: Engine, anon: AnonymousState | None, item: ev.BaseEvent | Link, now: float
+    engine: Engine,
+    anon: AnonymousState | None,
+    item: ev.BaseEvent | Link | EraseAnonymous,
+    now: float,
 ) -> tuple[AnonymousState, list[ToCustomer | Effect]]:
-    """One step of an anonymous id's state: a link, or an anonymous-only event."""
+    """One step of an anonymous id's state: a link, an erasure or an anonymous event."""
     anonymous_id = item.anonymous_id
     assert anonymous_id is not None
     if anon is None:
         anon = AnonymousState(anonymous_id=anonymous_id)
+    if isinstance(item, EraseAnonymous):
+        erased: list[ToCustomer | Effect] = []
+        if anon.profile is not None:
+            erased.append(ProfileRemoved(anon.profile.customer_id))
+            if anon.profile.segments:
+                segments = tuple(anon.profile.segments)
+                erased.append(SegmentsChanged(anon.profile.customer_id, (), segments))
+        erased_at = max(anon.erased_at, item.requested_at)
+        return AnonymousState(anonymous_id=anonymous_id, erased_at=erased_at), erased
+    item_ts = item.ts
+    if anon.erased_at and item_ts <= anon.erased_at:
+        return anon, []  # history from before the erasure stays erased
     if isinstance(item, Link):
         if anon.customer_id is not None:
             return anon, []

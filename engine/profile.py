@@ -118,6 +118,10 @@ class CustomerState(msgspec.Struct, kw_only=True):
     # repeated ids were dropped.
     seen_ids: dict[str, float] = {}
     duplicates: int = 0
+    anonymous_ids: list[str] = []  # linked anonymous ids (needed to erase them too)
+    # Set on erasure: the state is a tombstone and events up to this time are ignored.
+    erased_at: float = 0.0
+    ignored_after_erasure: int = 0
 
     @property
     def cart_value(self) -> float:
@@ -209,6 +213,7 @@ def profile_view(state: CustomerState, window_s: float = 365 * 86400.0) -> dict[
         "traits": _json(state.traits),
         "segments": _json(state.segments),
         "duplicate_events": str(state.duplicates),
+        "anonymous_ids": _json(state.anonymous_ids),
     }
 
 
@@ -223,6 +228,7 @@ _JSON_FIELDS = frozenset(
         "open_tickets",
         "traits",
         "segments",
+        "anonymous_ids",
     }
 )
 _INT_FIELDS = frozenset(

@@ -371,6 +371,7 @@ VIEW_FIELDS = {
     "preferred_channel",
     "preferred_hour",
     "segments",
+    "anonymous_ids",
 }
 
 

@@ -195,7 +195,7 @@ def _link(
 
 
 def test_only_events_with_both_ids_make_a_link() -> None:
-    assert link_of(identify("i1", T0, "c", "x")) == Link("x", "c")
+    assert link_of(identify("i1", T0, "c", "x")) == Link("x", "c", T0)
     assert link_of(view("v1", T0, "s", customer="c")) is None
     assert link_of(view("v2", T0, "s", anon="x")) is None
 
