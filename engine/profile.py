@@ -146,117 +146,133 @@ class CustomerState(msgspec.Struct, kw_only=True):
 
     @property
     def preferred_hour(self) -> int:
-        if not self.active_hours or not any(self.active_hours):
+        """The hour of day with most activity (the earliest on a tie); -1 before any."""
+        hours = self.active_hours
+        if not hours:
             return -1
-        return max(range(24), key=lambda h: (self.active_hours[h], -h))
+        best = max(hours)
+        return hours.index(best) if best > 0 else -1
 
 
-_enc = msgspec.json.Encoder()
+class CartItemView(msgspec.Struct):
+    sku: str
+    quantity: int
+    price: float
+    category: str | None
+    name: str | None
 
 
-def _json(value: Any) -> str:
-    return _enc.encode(value).decode()
+class ProfileView(msgspec.Struct, kw_only=True):
+    """What Redis serves for a customer: one JSON document, absolute values only."""
+
+    customer_id: str
+    first_seen: float
+    last_seen: float
+    events_total: int
+    event_counts: dict[str, int]
+    sessions: int
+    recently_viewed: list[str]
+    category_views: dict[str, int]
+    category_affinity: dict[str, float]
+    cart: list[CartItemView]
+    cart_value: float
+    cart_quantity: int
+    cart_updated_at: float
+    orders: int
+    revenue: float
+    average_order_value: float
+    refunds: int
+    last_order_at: float
+    orders_12m: int
+    spend_12m: float
+    loyalty_points: int
+    tier: str
+    previous_tier: str
+    tier_changed_at: float
+    preferred_channel: str
+    preferred_hour: int
+    consent: dict[str, bool]
+    open_tickets: list[str]
+    traits: dict[str, str]
+    segments: list[str]
+    duplicate_events: int
+    anonymous_ids: list[str]
 
 
-def profile_view(state: CustomerState, window_s: float = 365 * 86400.0) -> dict[str, str]:
-    """The flat Redis hash served by the API: absolute values only.
+_encoder = msgspec.json.Encoder()
+_view_decoder = msgspec.json.Decoder(ProfileView)
 
-    Every field is always written, so a replayed write overwrites rather than
-    accumulates, and a field that became empty (an emptied cart) is cleared.
-    Nothing here depends on the wall clock: time-relative figures (days since
-    the last order, RFM recency) are computed when read.
+
+def profile_view(state: CustomerState, window_s: float = 365 * 86400.0) -> ProfileView:
+    """The serving view of a state. Every field is always present, so a replayed
+    write overwrites rather than accumulates, and a field that became empty (an
+    emptied cart) is cleared. Nothing here depends on the wall clock:
+    time-relative figures (days since the last order, RFM recency) are computed
+    when read.
     """
-    aov = state.revenue / state.orders if state.orders else 0.0
     since = state.last_seen - window_s
-    return {
-        "customer_id": state.customer_id,
-        "first_seen": repr(state.first_seen),
-        "last_seen": repr(state.last_seen),
-        "events_total": str(state.events_total),
-        "event_counts": _json(state.event_counts),
-        "sessions": str(state.sessions),
-        "recently_viewed": _json([v.sku for v in state.recently_viewed]),
-        "category_views": _json(state.category_views),
-        "category_affinity": _json(
-            {c: round(d.at_time(state.last_seen), 4) for c, d in state.affinity.items()}
-        ),
-        "cart": _json(
-            [
-                {
-                    "sku": c.sku,
-                    "quantity": c.quantity,
-                    "price": c.price,
-                    "category": c.category,
-                    "name": c.name,
-                }
-                for c in state.cart.values()
-            ]
-        ),
-        "cart_value": repr(state.cart_value),
-        "cart_quantity": str(state.cart_quantity),
-        "cart_updated_at": repr(state.cart_updated_at),
-        "orders": str(state.orders),
-        "revenue": repr(round(state.revenue, 2) + 0.0),
-        "average_order_value": repr(round(aov, 2) + 0.0),
-        "refunds": str(state.refunds),
-        "last_order_at": repr(state.last_order_at),
-        "orders_12m": str(state.orders_since(since)),
-        "spend_12m": repr(round(state.spend_since(since), 2) + 0.0),
-        "loyalty_points": str(state.loyalty_points),
-        "tier": state.tier,
-        "previous_tier": state.previous_tier,
-        "tier_changed_at": repr(state.tier_changed_at),
-        "preferred_channel": state.preferred_channel,
-        "preferred_hour": str(state.preferred_hour),
-        "consent": _json({ch: c.granted for ch, c in state.consent.items()}),
-        "open_tickets": _json(state.open_tickets),
-        "traits": _json(state.traits),
-        "segments": _json(state.segments),
-        "duplicate_events": str(state.duplicates),
-        "anonymous_ids": _json(state.anonymous_ids),
-    }
+    orders_12m = 0
+    spend_12m = 0.0
+    for o in state.order_history:
+        if o.ts >= since:
+            orders_12m += 1
+            spend_12m += o.total - o.refunded
+    cart_value = 0.0
+    cart_quantity = 0
+    cart = []
+    for c in state.cart.values():
+        cart_value += c.price * c.quantity
+        cart_quantity += c.quantity
+        cart.append(CartItemView(c.sku, c.quantity, c.price, c.category, c.name))
+    return ProfileView(
+        customer_id=state.customer_id,
+        first_seen=state.first_seen,
+        last_seen=state.last_seen,
+        events_total=state.events_total,
+        event_counts=state.event_counts,
+        sessions=state.sessions,
+        recently_viewed=[v.sku for v in state.recently_viewed],
+        category_views=state.category_views,
+        category_affinity={
+            c: round(d.at_time(state.last_seen), 4) for c, d in state.affinity.items()
+        },
+        cart=cart,
+        cart_value=round(cart_value, 2) + 0.0,
+        cart_quantity=cart_quantity,
+        cart_updated_at=state.cart_updated_at,
+        orders=state.orders,
+        revenue=round(state.revenue, 2) + 0.0,
+        average_order_value=round(state.revenue / state.orders, 2) + 0.0 if state.orders else 0.0,
+        refunds=state.refunds,
+        last_order_at=state.last_order_at,
+        orders_12m=orders_12m,
+        spend_12m=round(spend_12m, 2) + 0.0,
+        loyalty_points=state.loyalty_points,
+        tier=state.tier,
+        previous_tier=state.previous_tier,
+        tier_changed_at=state.tier_changed_at,
+        preferred_channel=state.preferred_channel,
+        preferred_hour=state.preferred_hour,
+        consent={ch: c.granted for ch, c in state.consent.items()},
+        open_tickets=state.open_tickets,
+        traits=state.traits,
+        segments=state.segments,
+        duplicate_events=state.duplicates,
+        anonymous_ids=state.anonymous_ids,
+    )
 
 
-_JSON_FIELDS = frozenset(
-    {
-        "event_counts",
-        "recently_viewed",
-        "category_views",
-        "category_affinity",
-        "cart",
-        "consent",
-        "open_tickets",
-        "traits",
-        "segments",
-        "anonymous_ids",
-    }
-)
-_INT_FIELDS = frozenset(
-    {
-        "events_total",
-        "cart_quantity",
-        "orders",
-        "duplicate_events",
-        "sessions",
-        "refunds",
-        "orders_12m",
-        "loyalty_points",
-        "preferred_hour",
-    }
-)
-_STR_FIELDS = frozenset({"customer_id", "tier", "previous_tier", "preferred_channel"})
+def encode_view(view: ProfileView) -> bytes:
+    return _encoder.encode(view)
 
 
-def parse_view(raw: dict[str, str]) -> dict[str, Any]:
-    """The Redis hash back into typed JSON values, for the API."""
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key in _JSON_FIELDS:
-            out[key] = msgspec.json.decode(value)
-        elif key in _INT_FIELDS:
-            out[key] = int(value)
-        elif key in _STR_FIELDS:
-            out[key] = value
-        else:
-            out[key] = float(value)
+def decode_view(raw: bytes) -> ProfileView:
+    return _view_decoder.decode(raw)
+
+
+def parse_view(view: ProfileView | bytes) -> dict[str, Any]:
+    """The view as plain JSON values, for the API."""
+    if isinstance(view, bytes | bytearray | memoryview):
+        view = decode_view(bytes(view))
+    out: dict[str, Any] = msgspec.to_builtins(view)
     return out

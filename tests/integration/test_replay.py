@@ -107,8 +107,8 @@ def test_online_retail_orders_land_on_profiles_exactly_once(
         sample = sorted(invoices, key=lambda c: -len(invoices[c]))[:5] + sorted(invoices)[:5]
 
         def field(customer: str, name: str) -> int:
-            raw = client.hget(f"{pulse_settings.redis_prefix}:{{{customer}}}:profile", name)
-            return int(raw) if raw else -1
+            raw = client.hget(f"{pulse_settings.redis_prefix}:{{{customer}}}:profile", "view")
+            return int(orjson.loads(raw)[name]) if raw else -1
 
         def settled() -> bool:
             # Every invoice arrives twice: counted once, dropped once as a duplicate.

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,7 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from engine import events as ev
 from engine.customer import Effect, Engine, ProfileChanged, TriggerFired
-from engine.profile import RECENT_ITEMS, CustomerState, parse_view, profile_view
+from engine.profile import RECENT_ITEMS, CustomerState, encode_view, parse_view, profile_view
 from engine.triggers import Timer, Trigger, abandoned_cart, trigger_id
 
 T0 = 1_700_000_000.0
@@ -379,16 +380,17 @@ def test_profile_view_always_writes_every_field(engine: Engine) -> None:
     """A field left out would keep a stale value in Redis (e.g. an emptied cart)."""
     empty = CustomerState(customer_id="c1")
     state, _ = run(engine, [add("e1", T0)])
-    full_view = profile_view(state)
+    full_view = encode_view(profile_view(state))
     state, _ = engine.apply(state, order("e2", T0 + 1, total=30.0), now=T0 + 1)
-    emptied_view = profile_view(state)
+    emptied_view = encode_view(profile_view(state))
 
-    for view in (profile_view(empty), full_view, emptied_view):
-        assert set(view) == VIEW_FIELDS
-        assert all(isinstance(v, str) for v in view.values())
-    assert emptied_view["cart"] == "[]"
-    assert emptied_view["cart_quantity"] == "0"
-    assert float(emptied_view["cart_value"]) == 0.0
+    for raw in (encode_view(profile_view(empty)), full_view, emptied_view):
+        document = orjson.loads(raw)  # what Redis holds: one JSON document
+        assert set(document) == VIEW_FIELDS
+    emptied = orjson.loads(emptied_view)
+    assert emptied["cart"] == []
+    assert emptied["cart_quantity"] == 0
+    assert emptied["cart_value"] == 0.0
 
 
 def test_profile_view_holds_absolute_values(engine: Engine) -> None:
