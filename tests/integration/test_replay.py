@@ -10,6 +10,7 @@ import orjson
 import pytest
 import redis
 
+from engine.profile import parse_view
 from pulse.cli import main
 from pulse.settings import Settings
 from tests.helpers import PulseProcess, consume, wait_for
@@ -103,12 +104,12 @@ def test_online_retail_orders_land_on_profiles_exactly_once(
 
     flow = PulseProcess(pulse_settings, tmp_path, "dataflow", "run")
     try:
-        client = redis.Redis.from_url(pulse_settings.redis, decode_responses=True)
+        raw_client = redis.Redis.from_url(pulse_settings.redis)
         sample = sorted(invoices, key=lambda c: -len(invoices[c]))[:5] + sorted(invoices)[:5]
 
         def field(customer: str, name: str) -> int:
-            raw = client.hget(f"{pulse_settings.redis_prefix}:{{{customer}}}:profile", "view")
-            return int(orjson.loads(raw)[name]) if raw else -1
+            raw = raw_client.hget(f"{pulse_settings.redis_prefix}:{{{customer}}}:profile", "view")
+            return int(parse_view(raw)[name]) if raw else -1
 
         def settled() -> bool:
             # Every invoice arrives twice: counted once, dropped once as a duplicate.
