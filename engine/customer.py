@@ -194,7 +194,20 @@ class Engine:
             state.segments = segments
 
     def _update_tier(self, state: CustomerState, ts: float) -> None:
-        spend = state.spend_since(max(state.last_seen, ts) - self.loyalty.window_s)
+        """Tier by rolling spend. Recomputed only when it can change: after an
+        order, refund or merge (the history changed: ``tier_review_at`` reset to
+        0), or once the oldest order in the window may have left it."""
+        now = max(state.last_seen, ts)
+        if state.tier and now < state.tier_review_at:
+            return
+        since = now - self.loyalty.window_s
+        spend = 0.0
+        oldest = math.inf
+        for order in state.order_history:
+            if order.ts >= since:
+                spend += order.total - order.refunded
+                oldest = min(oldest, order.ts)
+        state.tier_review_at = oldest + self.loyalty.window_s
         tier = self.loyalty.tier_for(spend)
         if tier != state.tier:
             state.previous_tier, state.tier, state.tier_changed_at = state.tier, tier, ts
@@ -330,6 +343,7 @@ def _affinity(state: CustomerState, category: str, weight: float, ts: float) -> 
 
 def _refund(state: CustomerState, record: OrderRecord, amount: float | None) -> None:
     """Refund part or all of a known order, taking back its points in proportion."""
+    state.tier_review_at = 0.0  # the rolling spend changed
     refundable = record.total - record.refunded
     refund = refundable if amount is None else min(amount, refundable)
     points_before = _points_refunded(record)
@@ -375,6 +389,7 @@ def _decide_consent(state: CustomerState, channel: str, decision: Consent) -> No
 
 
 def _record_order(state: CustomerState, record: OrderRecord) -> None:
+    state.tier_review_at = 0.0  # the rolling spend changed
     history = state.order_history
     pos = len(history)
     while pos > 0 and history[pos - 1].ts > record.ts:

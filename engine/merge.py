@@ -81,6 +81,7 @@ def merge_states(into: CustomerState, other: CustomerState) -> CustomerState:
         -MAX_ORDERS_KEPT:
     ]
     into.loyalty_points += other.loyalty_points
+    into.tier_review_at = 0.0  # the order history changed: review the tier
     for channel, seen in other.engagement.items():
         mine_e = into.engagement.get(channel)
         if mine_e is None:

@@ -106,6 +106,7 @@ class CustomerState(msgspec.Struct, kw_only=True):
     tier: str = ""
     previous_tier: str = ""
     tier_changed_at: float = 0.0
+    tier_review_at: float = 0.0  # event time before which the tier cannot change
     engagement: dict[str, Engagement] = {}
     active_hours: list[int] = []  # 24 counts by local hour of day, once used
     consent: dict[str, Consent] = {}
