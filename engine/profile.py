@@ -229,7 +229,7 @@ def profile_view(state: CustomerState, window_s: float = 365 * 86400.0) -> Profi
         cart_value += c.price * c.quantity
         cart_quantity += c.quantity
         cart.append(CartItemView(c.sku, c.quantity, c.price, c.category, c.name))
-    return ProfileView(
+    fields: dict[str, Any] = dict(
         customer_id=state.customer_id,
         first_seen=state.first_seen,
         last_seen=state.last_seen,
@@ -265,6 +265,19 @@ def profile_view(state: CustomerState, window_s: float = 365 * 86400.0) -> Profi
         duplicate_events=state.duplicates,
         anonymous_ids=state.anonymous_ids,
     )
+    # Pass only values that differ from the defaults. msgspec leaves a field
+    # out when it *is* the default object, and a float restored from a
+    # snapshot is an equal but different object: without this, the bytes
+    # written would depend on whether the state came through a crash.
+    return ProfileView(**{k: v for k, v in fields.items() if v != _VIEW_DEFAULTS.get(k, _KEEP)})
+
+
+_KEEP = object()
+_VIEW_DEFAULTS: dict[str, Any] = {
+    f.name: f.default
+    for f in msgspec.structs.fields(ProfileView)
+    if f.default is not msgspec.NODEFAULT
+}
 
 
 def encode_view(view: ProfileView) -> bytes:
