@@ -1,4 +1,5 @@
-"""FastAPI application factory: collector, profiles, recommendations, health."""
+"""FastAPI application factory: collector (Pulse and Segment formats), profiles,
+recommendations, health; API keys; problem+json errors; the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
+from api import problems, schemas
+from api.auth import KeyRing
+from api.ingest import Collector
 from api.producer import AckProducer
-from api.routes import customers, events, health, recommendations
+from api.routes import customers, events, health, recommendations, segment
 from pulse.keys import RedisKeys
 from pulse.settings import Settings
 
@@ -25,6 +29,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.keys = RedisKeys(settings.redis_prefix)
         app.state.redis = aioredis.Redis.from_url(settings.redis, socket_timeout=2)
         app.state.producer = AckProducer(settings.kafka, settings.ack_timeout_s)
+        app.state.collector = Collector(settings, app.state.producer)
+        if keyring.open:
+            log.warning("no write_keys or read_keys: the API is open to anyone (development mode)")
         log.info("api ready: events to %s, profiles from %s", settings.events_topic, settings.redis)
         try:
             yield
@@ -32,28 +39,41 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.producer.close()
             await app.state.redis.aclose()
 
+    keyring = KeyRing(settings.write_keys, settings.read_keys)
     app = FastAPI(
         title="Pulse",
         version="0.1.0",
         summary="Real-time personalization: events in, profiles and recommendations out.",
         lifespan=lifespan,
     )
-    for module in (events, customers, recommendations, health):
+    app.state.keyring = keyring
+    problems.install(app)
+    for module in (events, segment, customers, recommendations, health):
         app.include_router(module.router)
-    _publish_event_schemas(app)
+    _publish_schemas(app, documented_auth=not keyring.open)
     return app
 
 
-def _publish_event_schemas(app: FastAPI) -> None:
-    """Add the msgspec-generated event schemas to the OpenAPI components."""
+def _publish_schemas(app: FastAPI, *, documented_auth: bool) -> None:
+    """Add the msgspec-generated schemas to the OpenAPI components.
+
+    Without keys (development mode) nothing needs authentication, and the
+    document says so: the security requirements are left out.
+    """
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(
-                events.EVENT_COMPONENTS
-            )
+            components = schema.setdefault("components", {})
+            components.setdefault("schemas", {}).update(schemas.COMPONENTS)
+            if not documented_auth:
+                components.pop("securitySchemes", None)
+                for operations in schema.get("paths", {}).values():
+                    for operation in operations.values():
+                        operation.pop("security", None)
+                        operation.get("responses", {}).pop("401", None)
+                        operation.get("responses", {}).pop("403", None)
             app.openapi_schema = schema
         return app.openapi_schema
 

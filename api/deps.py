@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from fastapi import Request
 
+from api.ingest import Collector
 from api.producer import AckProducer
 from pulse.keys import RedisKeys
 from pulse.settings import Settings
@@ -27,4 +28,9 @@ def producer(request: Request) -> AckProducer:
 
 def keys(request: Request) -> RedisKeys:
     value: RedisKeys = request.app.state.keys
+    return value
+
+
+def collector(request: Request) -> Collector:
+    value: Collector = request.app.state.collector
     return value

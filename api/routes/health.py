@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends
 
-from api import deps
+from api import deps, schemas
 from api.problems import problem
 
 router = APIRouter(tags=["health"])
@@ -18,7 +18,16 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Redis answers")
+@router.get(
+    "/readyz",
+    summary="Redis answers",
+    responses={
+        503: {
+            "description": "Redis does not answer",
+            "content": {"application/problem+json": {"schema": schemas.ref("Problem")}},
+        }
+    },
+)
 async def readyz(redis: Annotated[aioredis.Redis, Depends(deps.redis_client)]) -> Any:
     try:
         await redis.ping()

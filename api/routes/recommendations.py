@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import orjson
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, Query
 
-from api import deps
+from api import auth, deps, schemas
+from api.routes.customers import PROFILE_FIELD
+from engine.profile import decode_view
 from pulse.keys import RedisKeys
 
-router = APIRouter(tags=["recommendations"])
+router = APIRouter(tags=["recommendations"], dependencies=[Depends(auth.require_read)])
 
 _CANDIDATES = 100
 
@@ -19,6 +20,11 @@ _CANDIDATES = 100
 @router.get(
     "/v1/customers/{customer_id}/recommendations",
     summary="Items to show this customer",
+    response_model=None,
+    responses={
+        200: schemas.ok("Recommendations", "Items, best first"),
+        **schemas.problems(401, 403, 422),
+    },
 )
 async def get_recommendations(
     customer_id: str,
@@ -29,11 +35,12 @@ async def get_recommendations(
     """Popular items with time decay, minus what is in the cart, the customer's
     favourite categories first. Unknown customers get plain popularity."""
     pipe = redis.pipeline(transaction=False)
-    pipe.hmget(keys.profile(customer_id), ["cart", "category_views"])
+    pipe.hget(keys.profile(customer_id), PROFILE_FIELD)
     pipe.zrevrange(keys.popular(), 0, _CANDIDATES - 1)
-    (cart_raw, categories_raw), candidates = await pipe.execute()
-    in_cart = {line["sku"] for line in orjson.loads(cart_raw)} if cart_raw else set()
-    affinity: dict[str, int] = orjson.loads(categories_raw) if categories_raw else {}
+    view_raw, candidates = await pipe.execute()
+    view = decode_view(view_raw) if view_raw is not None else None
+    in_cart = {line.sku for line in view.cart} if view is not None else set()
+    affinity: dict[str, int] = view.category_views if view is not None else {}
 
     skus = [s.decode() for s in candidates if s.decode() not in in_cart]
     pipe = redis.pipeline(transaction=False)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import gzip
 import time
 from collections.abc import Iterator
 
 import orjson
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from engine.profile import CartItemView, ProfileView, encode_view
+from pulse.keys import RedisKeys
 from pulse.settings import Settings, load_settings
 from tests.helpers import consume
 
@@ -113,3 +117,60 @@ def test_unreachable_kafka_is_503_with_retry_after(pulse_settings: Settings) -> 
 
 def test_profile_of_unknown_customer_is_404(client: TestClient) -> None:
     assert client.get("/v1/customers/nobody/profile").status_code == 404
+
+
+def test_every_error_is_problem_json_naming_the_field(client: TestClient) -> None:
+    limit = client.get("/v1/customers/c/recommendations?limit=0")
+    assert limit.status_code == 422
+    assert limit.headers["content-type"] == "application/problem+json"
+    assert limit.json()["errors"][0]["field"] == "limit"
+    missing = client.get("/v1/nothing-here")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    wrong_method = client.delete("/v1/events")
+    assert wrong_method.status_code == 405
+    assert wrong_method.headers["allow"] == "POST"
+    assert wrong_method.headers["content-type"] == "application/problem+json"
+
+
+def test_gzip_event_is_accepted_and_other_encodings_are_415(
+    client: TestClient, pulse_settings: Settings
+) -> None:
+    event = {"type": "page_view", "event_id": "gz-1", "customer_id": "c-1"}
+    body = gzip.compress(orjson.dumps(event))
+    response = client.post("/v1/events", content=body, headers={"Content-Encoding": "gzip"})
+    assert response.status_code == 202, response.text
+    [record] = consume(pulse_settings, pulse_settings.events_topic, 1)
+    assert orjson.loads(record.value())["event_id"] == "gz-1"
+    other = client.post("/v1/events", content=body, headers={"Content-Encoding": "zstd"})
+    assert other.status_code == 415
+
+
+def test_profile_and_recommendations_are_read_from_the_serving_view(
+    client: TestClient, pulse_settings: Settings
+) -> None:
+    keys = RedisKeys(pulse_settings.redis_prefix)
+    view = ProfileView(
+        customer_id="c-7",
+        events_total=3,
+        category_views={"shoes": 2},
+        cart=[CartItemView(sku="S-1", quantity=1, price=10.0, category="shoes", name=None)],
+    )
+    raw = redis.Redis.from_url(pulse_settings.redis)
+    try:
+        raw.hset(keys.profile("c-7"), "view", encode_view(view))
+        raw.zadd(keys.popular(), {"S-1": 5.0, "S-2": 4.0, "S-3": 3.0})
+        raw.hset(keys.item("S-3"), mapping={"category": "shoes", "name": "Boot", "price": "50"})
+        raw.hset(keys.item("S-2"), mapping={"category": "hats"})
+    finally:
+        raw.close()
+    profile = client.get("/v1/customers/c-7/profile")
+    assert profile.status_code == 200, profile.text
+    assert profile.json()["events_total"] == 3
+    assert profile.json()["cart"][0]["sku"] == "S-1"
+    recs = client.get("/v1/customers/c-7/recommendations").json()
+    assert [(i["sku"], i["reason"]) for i in recs["items"]] == [
+        ("S-3", "favourite category"),
+        ("S-2", "popular"),
+    ]
+    assert recs["items"][0]["price"] == 50.0
