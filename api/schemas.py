@@ -181,6 +181,28 @@ SEGMENT_CALLS: dict[str, type[SegmentCall]] = {
 }
 
 
+# Privacy -----------------------------------------------------------------------
+
+
+class ErasureAccepted(Struct, frozen=True):
+    """The erasure is on the control topic; the dataflow applies it within moments."""
+
+    status: Literal["erasure requested"]
+    customer_id: str
+    request_id: str
+    anonymous_ids: list[str]
+
+
+class CustomerExport(Struct, frozen=True, kw_only=True):
+    """Everything Pulse serves about a customer (right of access)."""
+
+    customer_id: str
+    exported_at: datetime
+    profile: ProfileView | None
+    segments: list[str]
+    redis_keys: list[str]
+
+
 # The OpenAPI document --------------------------------------------------------
 
 
@@ -231,6 +253,8 @@ def _components() -> dict[str, Any]:
         *SEGMENT_CALLS.values(),
         ProfileView,
         Recommendations,
+        ErasureAccepted,
+        CustomerExport,
     ]
     (event, *_), components = msgspec.json.schema_components(types, ref_template=_REF)
     components["Event"] = event  # the tagged union: anyOf with a discriminator on "type"

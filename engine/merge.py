@@ -47,8 +47,14 @@ def merge_states(into: CustomerState, other: CustomerState) -> CustomerState:
             latest[v.sku] = v
     into.recently_viewed = sorted(latest.values(), key=lambda v: (-v.ts, v.sku))[:RECENT_ITEMS]
 
+    # A cart last changed before the latest order of either profile was bought
+    # by that order (an order empties the cart it follows).
+    last_order = max(into.last_order_at, other.last_order_at)
+    if into.cart and into.cart_updated_at <= last_order:
+        into.cart.clear()
+    other_cart = other.cart if other.cart_updated_at > last_order else {}
     other_newer = other.cart_updated_at > into.cart_updated_at
-    for sku, line in other.cart.items():
+    for sku, line in other_cart.items():
         mine = into.cart.get(sku)
         if mine is None:
             into.cart[sku] = CartLine(sku, line.quantity, line.price, line.category, line.name)

@@ -1,16 +1,22 @@
-"""Customer profiles, read from the Redis serving view."""
+"""Customer profiles from the Redis serving view, and the privacy rights on them."""
 
 from __future__ import annotations
 
+import time
+import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends
 
-from api import auth, deps, schemas
-from api.problems import problem
-from engine.profile import parse_view
+from api import auth, deps, ingest, schemas
+from api.problems import problem, unavailable
+from api.producer import AckProducer, KafkaUnavailable
+from engine.privacy import EraseCustomer, encode_control
+from engine.profile import decode_view, parse_view
 from pulse.keys import RedisKeys
+from pulse.settings import Settings
 
 # The hash field holding the MessagePack profile view (dataflows/redis_sink.py).
 PROFILE_FIELD = "view"
@@ -36,3 +42,76 @@ async def get_profile(
     if not isinstance(raw, bytes):  # None: no profile (the client does not decode)
         return problem(404, "no such customer", f"no profile for {customer_id!r}")
     return parse_view(raw)
+
+
+@router.delete(
+    "/v1/customers/{customer_id}",
+    status_code=202,
+    summary="Erase a customer (right to erasure)",
+    description=(
+        "Puts an erasure on the control topic. The dataflow applies it at one point "
+        "of the stream: the customer's state and linked anonymous ids become "
+        "tombstones (replayed history cannot bring them back), and the served "
+        "profile and segment memberships are deleted. The profile stops being "
+        "served at once."
+    ),
+    response_model=None,
+    responses={
+        202: schemas.ok("ErasureAccepted", "The erasure is on the control topic"),
+        **schemas.problems(401, 403, 422, 503),
+    },
+)
+async def erase_customer(
+    customer_id: str,
+    redis: Annotated[aioredis.Redis, Depends(deps.redis_client)],
+    keys: Annotated[RedisKeys, Depends(deps.keys)],
+    producer: Annotated[AckProducer, Depends(deps.producer)],
+    settings: Annotated[Settings, Depends(deps.settings)],
+) -> Any:
+    raw = await redis.hget(keys.profile(customer_id), PROFILE_FIELD)
+    anonymous_ids = decode_view(raw).anonymous_ids if isinstance(raw, bytes) else []
+    request = EraseCustomer(
+        customer_id=customer_id,
+        requested_at=time.time(),
+        request_id=uuid.uuid4().hex,
+        anonymous_ids=tuple(anonymous_ids),
+    )
+    try:
+        await producer.send(settings.control_topic, customer_id.encode(), encode_control(request))
+    except KafkaUnavailable as exc:
+        return unavailable(str(exc))
+    await redis.delete(keys.profile(customer_id))
+    body = schemas.ErasureAccepted(
+        "erasure requested", customer_id, request.request_id, list(anonymous_ids)
+    )
+    return ingest.json_response(body, 202)
+
+
+@router.get(
+    "/v1/customers/{customer_id}/export",
+    summary="Everything Pulse serves about a customer (right of access)",
+    response_model=None,
+    responses={
+        200: schemas.ok("CustomerExport", "The profile, segments and the Redis keys held"),
+        **schemas.problems(401, 403, 422),
+    },
+)
+async def export_customer(
+    customer_id: str,
+    redis: Annotated[aioredis.Redis, Depends(deps.redis_client)],
+    keys: Annotated[RedisKeys, Depends(deps.keys)],
+) -> Any:
+    profile_key = keys.profile(customer_id)
+    raw = await redis.hget(profile_key, PROFILE_FIELD)
+    view = decode_view(raw) if isinstance(raw, bytes) else None
+    # The per-customer keys Pulse writes (docs/profiles.md); named, not scanned,
+    # so an export costs the same on a Redis with a hundred million keys.
+    held = [profile_key] if view is not None else []
+    body = schemas.CustomerExport(
+        customer_id=customer_id,
+        exported_at=datetime.now(tz=UTC),
+        profile=view,
+        segments=list(view.segments) if view is not None else [],
+        redis_keys=held,
+    )
+    return ingest.json_response(body)

@@ -2,68 +2,18 @@
 
 from __future__ import annotations
 
-import http.client
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
-from pulse.settings import Settings, load_settings
-from tests.helpers import PulseProcess, consume, produce, produce_events, wait_for
+from pulse.settings import Settings
+from tests.e2e.conftest import get as _get
+from tests.e2e.conftest import request as _request
+from tests.helpers import consume, produce, produce_events, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def stack(pulse_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    settings = load_settings(environ=pulse_settings.as_environ(), api_port=port)
-    procs = [
-        PulseProcess(settings, tmp_path, "dataflow", "run"),
-        PulseProcess(settings, tmp_path, "api", "api"),
-        PulseProcess(settings, tmp_path, "dispatcher", "dispatch"),
-    ]
-    try:
-        wait_for(lambda: _get(settings, "/readyz")[0] == 200 or _dead(procs), 30, "API ready")
-        assert not _dead(procs), _logs(procs)
-        yield settings
-        assert not _dead(procs), "a process died during the test:\n" + _logs(procs)
-    finally:
-        for p in procs:
-            p.stop()
-
-
-def _dead(procs: list[PulseProcess]) -> bool:
-    return any(not p.alive() for p in procs)
-
-
-def _logs(procs: list[PulseProcess]) -> str:
-    return "\n".join(f"--- {p.name}\n{p.log_text()[-3000:]}" for p in procs)
-
-
-def _request(settings: Settings, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    conn = http.client.HTTPConnection(settings.api_host, settings.api_port, timeout=10)
-    try:
-        data = orjson.dumps(body) if body is not None else None
-        conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        raw = resp.read()
-        return resp.status, orjson.loads(raw) if raw else None
-    except OSError:
-        return 0, None
-    finally:
-        conn.close()
-
-
-def _get(settings: Settings, path: str) -> tuple[int, Any]:
-    return _request(settings, "GET", path)
 
 
 def test_cart_without_order_fires_one_trigger_and_profile_is_served(
