@@ -10,6 +10,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
 from dataflows.personalize import build_flow
+from engine.profile import STATE_VERSION
 from pulse.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,9 @@ def run(
     flow = build_flow(settings)
     recovery = None
     if recovery_dir is not None:
+        # Snapshots are kept per state version (engine.profile.STATE_VERSION):
+        # after an incompatible change the flow rebuilds from the topic.
+        recovery_dir = recovery_dir / f"state-v{STATE_VERSION}"
         ensure_recovery_dir(recovery_dir, max(1, len(addresses or [])))
         recovery = RecoveryConfig(str(recovery_dir))
     log.info(

@@ -9,6 +9,12 @@ import msgspec
 
 from engine.triggers import Timer
 
+# Bump when a change to the state Structs would not load from an older snapshot
+# (a field renamed, removed or retyped; adding a field with a default is fine).
+# The dataflow keeps snapshots per version, so a new version rebuilds its state
+# from the events topic instead of failing on old snapshots.
+STATE_VERSION = 2
+
 RECENT_ITEMS = 20
 SESSION_GAP_S = 30 * 60.0  # a new session after 30 minutes without events
 AFFINITY_TAU_S = 30 * 86400.0  # category affinity halves in about three weeks

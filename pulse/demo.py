@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -13,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
+import msgspec
 import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -71,6 +74,17 @@ def run_demo(settings: Settings, *, customers: int, rate: float, config: str | N
     log_dir = Path(settings.cache_dir) / "demo"
     log_dir.mkdir(parents=True, exist_ok=True)
     console.rule("[bold]Pulse demo")
+    if not settings.write_keys or not settings.read_keys:
+        # The demo runs the API as in production, with keys: its own, made now.
+        settings = msgspec.structs.replace(
+            settings,
+            write_keys=settings.write_keys or (f"pk_write_{secrets.token_urlsafe(12)}",),
+            read_keys=settings.read_keys or (f"pk_read_{secrets.token_urlsafe(12)}",),
+        )
+    console.print(
+        f"API keys for this demo: write key [bold]{settings.write_keys[0]}[/] (ingest only), "
+        f"read key [bold]{settings.read_keys[0]}[/]"
+    )
     console.print("starting Kafka and Redis (the first run downloads Kafka's jars once)...")
     started = services.up(settings)
     console.print(
@@ -105,10 +119,14 @@ def run_demo(settings: Settings, *, customers: int, rate: float, config: str | N
 
         _show_results(settings, sent, triggers)
         console.print(f"demo ready in {time.monotonic() - started_at:.1f} s")
+        base = f"http://{settings.api_host}:{settings.api_port}"
+        console.print(
+            f"try it: curl -u {settings.read_keys[0]}: {base}/v1/customers/c-00001/profile"
+        )
         if sys.stdin.isatty():
             console.print(
-                "everything keeps running: try the API at "
-                f"http://{settings.api_host}:{settings.api_port}/docs; Ctrl-C stops it"
+                f"everything keeps running: the API's documentation is at {base}/docs; "
+                "Ctrl-C stops it"
             )
             while True:
                 procs.check()
@@ -147,8 +165,14 @@ def _request(
 ) -> tuple[int, Any]:
     own = conn is None
     conn = conn or http.client.HTTPConnection(settings.api_host, settings.api_port, timeout=10)
+    # Segment's convention: the key is the Basic user name; ingest uses the write key.
+    key = settings.write_keys[0] if method == "POST" else settings.read_keys[0]
+    headers = {
+        "Content-Type": "application/json",
+        "Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode(),
+    }
     try:
-        conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
         data = response.read()
         return response.status, orjson.loads(data) if data else None

@@ -19,6 +19,7 @@ import orjson
 import redis
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from engine.profile import STATE_VERSION
 from pulse.keys import RedisKeys
 from pulse.settings import Settings
 
@@ -135,7 +136,9 @@ def collect(settings: Settings, sample_s: float = 1.0) -> PipelineStatus:
         )
     except KafkaException as exc:
         status.errors.append(f"kafka: {exc}")
-    status.last_snapshot = last_snapshot(settings.effective_recovery_dir)
+    status.last_snapshot = last_snapshot(
+        settings.effective_recovery_dir / f"state-v{STATE_VERSION}"
+    )
     return status
 
 
