@@ -17,6 +17,7 @@ from api.ingest import Collector
 from api.producer import AckProducer
 from api.routes import customers, events, health, recommendations, segment
 from pulse.keys import RedisKeys
+from pulse.rules_files import load_rfm
 from pulse.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.redis = aioredis.Redis.from_url(settings.redis, socket_timeout=2)
         app.state.producer = AckProducer(settings.kafka, settings.ack_timeout_s)
         app.state.collector = Collector(settings, app.state.producer)
+        app.state.rfm_bands = rfm_bands
         if keyring.open:
             log.warning("no write_keys or read_keys: the API is open to anyone (development mode)")
         log.info("api ready: events to %s, profiles from %s", settings.events_topic, settings.redis)
@@ -40,6 +42,7 @@ def create_app(settings: Settings) -> FastAPI:
             await app.state.redis.aclose()
 
     keyring = KeyRing(settings.write_keys, settings.read_keys)
+    rfm_bands = load_rfm(settings.rules_dir)  # fails at start-up, not per request
     app = FastAPI(
         title="Pulse",
         version="0.1.0",

@@ -7,6 +7,7 @@ from fastapi import Request
 
 from api.ingest import Collector
 from api.producer import AckProducer
+from engine.rfm import RfmBands
 from pulse.keys import RedisKeys
 from pulse.settings import Settings
 
@@ -33,4 +34,9 @@ def keys(request: Request) -> RedisKeys:
 
 def collector(request: Request) -> Collector:
     value: Collector = request.app.state.collector
+    return value
+
+
+def rfm_bands(request: Request) -> RfmBands:
+    value: RfmBands = request.app.state.rfm_bands
     return value

@@ -16,6 +16,7 @@ from msgspec import Meta, Struct
 
 from engine.events import Event
 from engine.profile import ProfileView
+from engine.rfm import Rfm
 
 MAX_BATCH = 1000
 """Most events (or Segment calls) one batch request may carry."""
@@ -181,6 +182,15 @@ SEGMENT_CALLS: dict[str, type[SegmentCall]] = {
 }
 
 
+# Profiles ----------------------------------------------------------------------
+
+
+class Profile(ProfileView, kw_only=True):
+    """The served profile plus what depends on the clock, computed at read time."""
+
+    rfm: Rfm
+
+
 # Privacy -----------------------------------------------------------------------
 
 
@@ -252,6 +262,7 @@ def _components() -> dict[str, Any]:
         SegmentBatch,
         *SEGMENT_CALLS.values(),
         ProfileView,
+        Profile,
         Recommendations,
         ErasureAccepted,
         CustomerExport,

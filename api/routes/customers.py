@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import msgspec
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends
 
@@ -15,6 +16,7 @@ from api.problems import problem, unavailable
 from api.producer import AckProducer, KafkaUnavailable
 from engine.privacy import EraseCustomer, encode_control
 from engine.profile import decode_view, parse_view
+from engine.rfm import RfmBands, rfm
 from pulse.keys import RedisKeys
 from pulse.settings import Settings
 
@@ -29,7 +31,7 @@ router = APIRouter(tags=["customers"], dependencies=[Depends(auth.require_read)]
     summary="A customer's unified profile",
     response_model=None,
     responses={
-        200: schemas.ok("ProfileView", "The profile; empty and zero fields are left out"),
+        200: schemas.ok("Profile", "The profile, with RFM scores as of now"),
         **schemas.problems(401, 403, 404, 422),
     },
 )
@@ -37,11 +39,14 @@ async def get_profile(
     customer_id: str,
     redis: Annotated[aioredis.Redis, Depends(deps.redis_client)],
     keys: Annotated[RedisKeys, Depends(deps.keys)],
+    bands: Annotated[RfmBands, Depends(deps.rfm_bands)],
 ) -> Any:
     raw = await redis.hget(keys.profile(customer_id), PROFILE_FIELD)
     if not isinstance(raw, bytes):  # None: no profile (the client does not decode)
         return problem(404, "no such customer", f"no profile for {customer_id!r}")
-    return parse_view(raw)
+    view = decode_view(raw)
+    scores = rfm(view.last_order_at, view.orders_12m, view.spend_12m, time.time(), bands)
+    return {**parse_view(view), "rfm": msgspec.to_builtins(scores)}
 
 
 @router.delete(
