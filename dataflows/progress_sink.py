@@ -7,6 +7,7 @@ when it last wrote. Absolute values, one small pipeline per batch.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -17,6 +18,8 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from pulse.keys import RedisKeys
 
 Position = tuple[str, int, int]  # topic, partition, offset
+LOG_EVERY_S = 10.0
+log = logging.getLogger(__name__)
 
 
 class _ProgressPartition(StatelessSinkPartition[Position]):
@@ -26,6 +29,8 @@ class _ProgressPartition(StatelessSinkPartition[Position]):
         self._worker = worker_index
         self._processed = 0
         self._started = time.time()
+        self._logged_at = time.monotonic()
+        self._logged_count = 0
 
     def write_batch(self, items: list[Position]) -> None:
         self._processed += len(items)
@@ -38,6 +43,12 @@ class _ProgressPartition(StatelessSinkPartition[Position]):
         pipe.hset(self._keys.progress(), mapping=offsets)  # type: ignore[arg-type]
         pipe.hset(self._keys.workers(), str(self._worker), orjson.dumps(status))
         pipe.execute()
+        elapsed = time.monotonic() - self._logged_at
+        if elapsed >= LOG_EVERY_S:
+            rate = (self._processed - self._logged_count) / elapsed
+            log.info("worker %d: %d events read, %.0f events/s", self._worker, self._processed,
+                     rate)
+            self._logged_at, self._logged_count = time.monotonic(), self._processed
 
     def close(self) -> None:
         self._client.close()
