@@ -67,6 +67,15 @@ def consume(
     return out
 
 
+def value_of(msg: Message) -> bytes:
+    """The value of a consumed record; a record without one (a tombstone) fails the test."""
+    value = msg.value()
+    assert value is not None, (
+        f"record at {msg.topic()}[{msg.partition()}]@{msg.offset()} has no value"
+    )
+    return value
+
+
 def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -23,7 +23,7 @@ from segment.analytics import Client
 from engine.profile import parse_view
 from pulse.settings import Settings
 from tests.e2e.conftest import READ_KEY, WRITE_KEY
-from tests.helpers import consume, produce, produce_events, wait_for
+from tests.helpers import consume, produce, produce_events, value_of, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -155,7 +155,7 @@ def test_every_path_counts_each_event_exactly_once(stack: Settings) -> None:
         headers = dict(record.headers() or [])
         assert headers["pulse.reason"]
         assert headers["pulse.source.topic"] == settings.events_topic.encode()
-    assert sorted(r.value() for r in dead) == sorted(_malformed(i) for i in range(MALFORMED))
+    assert sorted(value_of(r) for r in dead) == sorted(_malformed(i) for i in range(MALFORMED))
 
     # The profile is what the API serves (read key).
     with httpx.Client(base_url=base, headers=_auth(READ_KEY), timeout=10) as client:

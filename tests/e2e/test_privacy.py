@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import redis
 
@@ -11,7 +13,7 @@ from tests.helpers import produce_events, wait_for
 
 pytestmark = pytest.mark.e2e
 
-HISTORY = [
+HISTORY: list[dict[str, Any]] = [
     {
         "type": "page_view",
         "event_id": "h1",

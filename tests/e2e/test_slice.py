@@ -11,7 +11,7 @@ import pytest
 from pulse.settings import Settings
 from tests.e2e.conftest import get as _get
 from tests.e2e.conftest import request as _request
-from tests.helpers import consume, produce, produce_events, wait_for
+from tests.helpers import consume, produce, produce_events, value_of, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -96,7 +96,9 @@ def test_cart_without_order_fires_one_trigger_and_profile_is_served(
     assert deliveries[0]["payload"]["cart_value"] == 15.0
 
     dead = consume(settings, settings.events_dlq_topic, expected=2, timeout_s=20)
-    assert sorted(m.value() for m in dead) == sorted([b"\xff not json", b'{"type":"add_to_cart"}'])
+    assert sorted(value_of(m) for m in dead) == sorted(
+        [b"\xff not json", b'{"type":"add_to_cart"}']
+    )
     for m in dead:
         headers = dict(m.headers() or [])
         assert headers["pulse.reason"]

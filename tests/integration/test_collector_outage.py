@@ -18,7 +18,7 @@ from api.app import create_app
 from pulse import services
 from pulse.services.kafka import LocalKafka, ensure_topics
 from pulse.settings import Settings, load_settings
-from tests.helpers import consume
+from tests.helpers import consume, value_of
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +74,7 @@ def test_kafka_down_gives_503_and_acknowledged_events_survive(
                 time.sleep(0.5)
 
         records = consume(settings, settings.events_topic, 201, timeout_s=20)
-        stored = {orjson.loads(m.value())["event_id"] for m in records}
+        stored = {orjson.loads(value_of(m))["event_id"] for m in records}
         assert set(acknowledged) <= stored, "an acknowledged event is missing"
     finally:
         broker.stop()

@@ -76,7 +76,9 @@ def test_operation_conforms_to_the_document(
         ),
         operation.as_strategy(generation_mode=GenerationMode.NEGATIVE),
     )
-    excluded = [negative_data_rejection] if path in BATCHES else []
+    excluded: list[schemathesis.CheckFunction] = (
+        [negative_data_rejection] if path in BATCHES else []
+    )
 
     @given(case=cases)
     @settings(
@@ -85,7 +87,7 @@ def test_operation_conforms_to_the_document(
         database=None,
         suppress_health_check=list(HealthCheck),
     )
-    def check(case: schemathesis.Case) -> None:
+    def check(case: schemathesis.Case[Any]) -> None:
         case.call_and_validate(
             headers={"Authorization": f"Bearer {READ_KEY}"}, excluded_checks=excluded
         )

@@ -13,7 +13,7 @@ import redis
 from engine.profile import parse_view
 from pulse.cli import main
 from pulse.settings import Settings
-from tests.helpers import PulseProcess, consume, wait_for
+from tests.helpers import PulseProcess, consume, value_of, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +77,7 @@ def test_csv_mapping_turns_rows_into_events(
         main(["replay", str(tmp_path / "views.csv"), "--mapping", str(tmp_path / "map.toml")]) == 0
     )
     events = [
-        orjson.loads(r.value()) for r in consume(pulse_settings, pulse_settings.events_topic, 2)
+        orjson.loads(value_of(r)) for r in consume(pulse_settings, pulse_settings.events_topic, 2)
     ]
     by_customer = {e["customer_id"]: e for e in events}
     assert by_customer["c1"]["sku"] == "S1" and by_customer["c1"]["price"] == 2.5
@@ -109,7 +109,10 @@ def test_online_retail_orders_land_on_profiles_exactly_once(
 
         def field(customer: str, name: str) -> int:
             raw = raw_client.hget(f"{pulse_settings.redis_prefix}:{{{customer}}}:profile", "view")
-            return int(parse_view(raw)[name]) if raw else -1
+            if not raw:
+                return -1
+            assert isinstance(raw, bytes), f"expected raw bytes from Redis, got {type(raw)}"
+            return int(parse_view(raw)[name])
 
         def settled() -> bool:
             # Every invoice arrives twice: counted once, dropped once as a duplicate.

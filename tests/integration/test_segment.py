@@ -24,7 +24,7 @@ from segment.analytics import Client
 
 from api.app import create_app
 from pulse.settings import Settings, load_settings
-from tests.helpers import consume
+from tests.helpers import consume, value_of
 
 pytestmark = pytest.mark.integration
 
@@ -93,11 +93,13 @@ def default_client(server: Server, errors: list[Exception]) -> Iterator[None]:
         analytics.write_key, analytics.host, analytics.on_error, analytics.default_client = saved
 
 
-def stored_events(settings: Settings, expected: int) -> dict[str, tuple[bytes, dict[str, Any]]]:
+def stored_events(
+    settings: Settings, expected: int
+) -> dict[str, tuple[bytes | None, dict[str, Any]]]:
     records = consume(settings, settings.events_topic, expected)
-    out = {}
+    out: dict[str, tuple[bytes | None, dict[str, Any]]] = {}
     for record in records:
-        event = orjson.loads(record.value())
+        event = orjson.loads(value_of(record))
         out[event["event_id"]] = (record.key(), event)
     return out
 

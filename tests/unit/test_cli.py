@@ -7,6 +7,7 @@ with nothing running and must fail readably on bad settings.
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -15,7 +16,21 @@ import pytest
 
 from pulse.cli import build_parser, main
 
-SUBCOMMANDS = ("services", "config", "run", "api", "dispatch", "demo")
+EXPECTED = {"services", "config", "run", "api", "dispatch", "demo", "replay", "status"}
+
+
+def _subcommands() -> tuple[str, ...]:
+    """Every subcommand the parser has, so a new one is covered without editing this."""
+    parser = build_parser()
+    [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return tuple(sorted(sub.choices))
+
+
+SUBCOMMANDS = _subcommands()
+
+
+def test_the_expected_subcommands_exist() -> None:
+    assert set(SUBCOMMANDS) >= EXPECTED
 
 
 @pytest.fixture
