@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,6 +28,27 @@ def ensure_recovery_dir(path: Path, partitions: int) -> None:
     log.info("created %d recovery partition(s) in %s", partitions, path)
 
 
+def keep_state_out_of_gc(every_s: float = 10.0) -> threading.Thread:
+    """Freeze long-lived objects so the cyclic GC stops re-scanning customer state.
+
+    With a million customers in memory a full collection walks millions of
+    objects (2.2 s measured for 630k customers), and the collector runs more
+    often as state grows: the dataflow's throughput collapsed from ~8,000 to
+    ~1,500 events/s at 1M customers. Customer state holds no reference cycles
+    (it is freed by reference counting when replaced), so moving it to the
+    permanent generation is safe.
+    """
+
+    def loop() -> None:
+        while True:
+            time.sleep(every_s)
+            gc.freeze()
+
+    thread = threading.Thread(target=loop, name="gc-freeze", daemon=True)
+    thread.start()
+    return thread
+
+
 def run(
     settings: Settings,
     *,
@@ -40,6 +64,7 @@ def run(
         recovery_dir = recovery_dir / f"state-v{STATE_VERSION}"
         ensure_recovery_dir(recovery_dir, max(1, len(addresses or [])))
         recovery = RecoveryConfig(str(recovery_dir))
+    keep_state_out_of_gc()
     log.info(
         "dataflow starting: %s -> profiles in %s, triggers to %s (recovery %s)",
         settings.events_topic,
