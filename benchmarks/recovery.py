@@ -1,10 +1,13 @@
-"""Crash safety: SIGKILL the dataflow at random points, restart, compare with no crash.
+"""Crash safety and scale-out: the served state must not depend on crashes or on process count.
 
 Two isolated pipelines get the same reproducible event stream. One runs to
 the end undisturbed; the other is killed with SIGKILL at random moments while
 it works, restarted on the same recovery directory each time, and finally run
 to the end. Every Redis key the dataflow wrote must then be byte-for-byte equal
 between the two: no event lost, none counted twice.
+
+Then the same stream goes over 4 partitions to one process and to a 2-process
+Bytewax cluster on loopback, and the two served states are compared the same way.
 
     python -m benchmarks.recovery [--events 100000] [--crashes 5]
 
@@ -264,6 +267,24 @@ def main() -> int:
     print(f"\nRedis keys compared: {len(expected):,}; differences: {len(problems)}")
     for p in problems[:20]:
         print(f"  {p}")
+
+    # Scale-out: the same stream over 4 partitions, 1 process vs a 2-process cluster.
+    one = _with_recovery(bench_settings(partitions=4, snapshot_interval_s=2.0), logs / "one")
+    two = _with_recovery(bench_settings(partitions=4, snapshot_interval_s=2.0), logs / "two")
+    produce_stream(one, args.events)
+    produce_stream(two, args.events)
+    one_s = run_until_caught_up(one, logs / "scale-one.log")
+    two_s = run_until_caught_up(two, logs / "scale-two.log", processes=2)
+    scale_expected, scale_actual = redis_state(one, client), redis_state(two, client)
+    scale_problems = compare(scale_expected, scale_actual)
+    print_table(
+        f"scale-out: {n:,} events over 4 partitions",
+        ["run", "processes x workers", "seconds (incl. start-up)", "keys", "differences"],
+        [
+            ["reference", "1 x 1", one_s, len(scale_expected), "-"],
+            ["cluster", "2 x 1", two_s, len(scale_actual), len(scale_problems)],
+        ],
+    )
     path = write_json(
         "recovery",
         {
@@ -274,10 +295,16 @@ def main() -> int:
             "keys": len(expected),
             "differences": problems[:100],
             "rows": rows,
+            "scale_out": {
+                "keys": len(scale_expected),
+                "differences": scale_problems[:100],
+                "one_process_s": one_s,
+                "two_processes_s": two_s,
+            },
         },
     )
     print(f"wrote {path}")
-    return 0 if not problems else 1
+    return 0 if not problems and not scale_problems else 1
 
 
 def _with_recovery(settings: Settings, path: Path) -> Settings:

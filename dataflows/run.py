@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import logging
 import threading
@@ -20,12 +21,18 @@ log = logging.getLogger(__name__)
 
 
 def ensure_recovery_dir(path: Path, partitions: int) -> None:
-    """Create the recovery partitions once; later runs resume from them."""
-    if path.exists() and any(path.glob("part-*.sqlite3")):
-        return
+    """Create the recovery partitions once; later runs resume from them.
+
+    The processes of a cluster start together and share the directory: a file
+    lock makes exactly one of them create the partitions.
+    """
     path.mkdir(parents=True, exist_ok=True)
-    init_db_dir(path, partitions)
-    log.info("created %d recovery partition(s) in %s", partitions, path)
+    with open(path.parent / f".{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if any(path.glob("part-*.sqlite3")):
+            return
+        init_db_dir(path, partitions)
+        log.info("created %d recovery partition(s) in %s", partitions, path)
 
 
 def keep_state_out_of_gc(every_s: float = 10.0) -> threading.Thread:
