@@ -115,10 +115,14 @@ class ColumnMapping:
             if column not in row:
                 raise ReplayError(f"line {line}: no column {column!r} (mapped to {name})")
             value: Any = row[column]
-            if name == "timestamp":
-                value = _timestamp(value, self.timestamp_format, self.timezone)
-            elif name in self.numeric and value != "":
-                value = float(value) if "." in value or name in ("price", "total") else int(value)
+            try:
+                if name == "timestamp":
+                    value = _timestamp(value, self.timestamp_format, self.timezone)
+                elif name in self.numeric and value != "":
+                    numeric_float = "." in value or name in ("price", "total")
+                    value = float(value) if numeric_float else int(value)
+            except ValueError as exc:
+                raise ReplayError(f"line {line}: column {column!r} ({name}): {exc}") from None
             out[name] = value
         if "event_id" not in out:
             digest = hashlib.blake2b(orjson.dumps(row, option=orjson.OPT_SORT_KEYS), digest_size=12)
