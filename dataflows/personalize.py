@@ -1,11 +1,13 @@
 """The personalization dataflow; steps follow the flow drawn in DESIGN.md.
 
-    events_in -> decode -> (bad -> events_dlq)
-              -> (has anonymous id) key_by_anonymous_id -> resolve_identity --+
-              -> (known customer) --------------------------------------------+-> key_by_customer
-                 -> customer_state -> profile -> Redis
-                                   -> triggers -> pulse.triggers
-                                   -> item_signals -> key_by_item -> item_popularity -> Redis
+    events_in -> decode -> (bad -> events_dlq) ; positions -> Redis (pulse status)
+      anonymous-only events, links ---> key_by_anonymous_id -> resolve_identity --+
+      events with a customer id --------------------------------------------------+
+    control_in -> decode_control -> erasures (customer and anonymous ids) --------+
+                                                                                  v
+      key_by_customer -> customer_state -> profile + segments -> Redis
+                                        -> triggers -> <prefix>.triggers
+                                        -> item signals -> key_by_item -> item_popularity -> Redis
 
 Run it with ``pulse run`` (which adds recovery and cluster options).
 """
