@@ -110,7 +110,7 @@ class LocalKafka:
         """Format the KRaft log directory once; later starts reuse it."""
         if (self.data / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = _cluster_id()
         self.data.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run(
             [
@@ -192,6 +192,18 @@ class LocalKafka:
         terminate(pid, _NEEDLE, grace_s=30)
         self.pidfile.unlink(missing_ok=True)
         return True
+
+
+def _cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    One in 64 such ids starts with "-", which the storage tool's argument parser
+    takes for an option (seen in CI): draw again until it does not.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def metadata_ok(bootstrap: str, timeout_s: float = 2.0) -> bool:
