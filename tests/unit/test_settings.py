@@ -314,4 +314,3 @@ def test_as_environ_round_trips_every_scalar_field(settings: Settings) -> None:
 def test_as_environ_round_trips_the_key_lists(keys: tuple[str, ...]) -> None:
     settings = load_settings(environ={}, write_keys=keys, read_keys=keys)
     assert load_settings(environ=settings.as_environ()) == settings
-
