@@ -175,24 +175,34 @@ def crash_repeatedly(
     log: Path,
     crashes: int,
     rng: random.Random,
-    min_s: float = 1.0,
-    max_s: float = 4.0,
+    total: int,
+    timeout_s: float = 60.0,
 ) -> list[tuple[float, int]]:
-    """Start and SIGKILL the dataflow ``crashes`` times at random moments.
+    """Start the dataflow and SIGKILL it ``crashes`` times at random points of the stream.
 
-    Returns (seconds after start, events read so far) for each kill.
+    Each kill comes once the flow has read past a random target between the
+    position at that restart and the end of the stream, so every kill lands
+    mid-stream whatever the machine's speed (a fixed delay could fire before
+    start-up or after the end). Returns (seconds after start, events read).
     """
     client: redis.Redis = redis.Redis.from_url(settings.redis)
     kills = []
-    for _ in range(crashes):
+    for k in range(crashes):
+        position = read_position(settings, client)
+        # Spread the targets over what is left, keeping room for later kills.
+        share = (total - position) / (crashes - k + 1)
+        target = position + int(rng.uniform(0.2, 1.0) * share)
         proc = start(settings, "run", log=log)
-        wait = rng.uniform(min_s, max_s)
-        time.sleep(wait)
-        if proc.poll() is not None:
-            raise RuntimeError(f"dataflow exited with {proc.returncode} before the kill; see {log}")
+        started = time.monotonic()
+        while read_position(settings, client) < target:
+            if proc.poll() is not None:
+                raise RuntimeError(f"dataflow exited with {proc.returncode}; see {log}")
+            if time.monotonic() - started > timeout_s:
+                raise RuntimeError(f"dataflow did not reach event {target} in {timeout_s} s")
+            time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        kills.append((round(wait, 2), read_position(settings, client)))
+        kills.append((round(time.monotonic() - started, 2), read_position(settings, client)))
     return kills
 
 
@@ -244,7 +254,7 @@ def main() -> int:
     rows.append(["no crash", 0, "-", ref_s])
     print(f"reference run: {ref_s:.1f} s", flush=True)
     kills = crash_repeatedly(
-        crashed, logs / "recovery-crash.log", args.crashes, random.Random(args.seed)
+        crashed, logs / "recovery-crash.log", args.crashes, random.Random(args.seed), total=n
     )
     final_s = run_until_caught_up(crashed, logs / "recovery-crash.log")
     rows.append(
