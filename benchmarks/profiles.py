@@ -26,7 +26,6 @@ from typing import Any
 
 import orjson
 import redis
-from confluent_kafka import Producer
 
 from benchmarks.common import bench_settings, print_table, start, write_json
 from benchmarks.recovery import caught_up, end_offsets
@@ -35,6 +34,7 @@ from engine.decode import decode_event
 from engine.profile import CustomerState, profile_view
 from engine.triggers import abandoned_cart
 from pulse.keys import RedisKeys
+from pulse.replay import replay
 from pulse.settings import Settings, load_settings
 
 T0 = 1_767_600_000.0  # 2026-01-05
@@ -97,28 +97,9 @@ def _iso(ts: float) -> str:
 
 
 def produce(settings: Settings, events: Iterator[bytes]) -> int:
-    producer = Producer(
-        {
-            "bootstrap.servers": settings.kafka,
-            "linger.ms": "20",
-            "compression.type": "lz4",
-            "queue.buffering.max.messages": "500000",
-        }
-    )
-    n = 0
-    for raw in events:
-        key = raw[raw.index(b'"customer_id":"') + 15 :].split(b'"', 1)[0]
-        while True:
-            try:
-                producer.produce(settings.events_topic, key=key, value=raw)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        n += 1
-        if n % 10000 == 0:
-            producer.poll(0)
-    assert producer.flush(120) == 0
-    return n
+    report = replay(settings, events, rate=None)
+    assert report.sent == report.read and not report.failures, report
+    return report.sent
 
 
 def measure_dataflow(settings: Settings, events: int, log: Path) -> dict[str, float]:

@@ -30,10 +30,11 @@ from typing import Any
 
 import orjson
 import redis
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from benchmarks.common import bench_settings, free_port, print_table, start, write_json
 from pulse.keys import RedisKeys
+from pulse.replay import replay
 from pulse.sample_stream import shopper_events
 from pulse.settings import Settings
 
@@ -44,30 +45,9 @@ def produce_stream(settings: Settings, events: int, seed: int = 7) -> int:
     """The same ``events`` shopper events for every call with the same seed."""
     customers = max(1, math.ceil(events / 12))
     stream = islice(shopper_events(customers, seed=seed, run_id="crash", start=EPOCH), events)
-    producer = Producer(
-        {
-            "bootstrap.servers": settings.kafka,
-            "enable.idempotence": "true",
-            "linger.ms": "5",
-            "compression.type": "lz4",
-        }
-    )
-    count = 0
-    for event in stream:
-        key = event.get("customer_id") or f"anon:{event['anonymous_id']}"
-        while True:
-            try:
-                producer.produce(
-                    settings.events_topic, key=str(key).encode(), value=orjson.dumps(event)
-                )
-                break
-            except BufferError:
-                producer.poll(0.05)
-        count += 1
-        if count % 5000 == 0:
-            producer.poll(0)
-    assert producer.flush(60) == 0, "not every event was acknowledged"
-    return count
+    report = replay(settings, (orjson.dumps(e) for e in stream), rate=None)
+    assert report.sent == report.read == events and not report.failures, report
+    return report.sent
 
 
 def end_offsets(settings: Settings) -> dict[str, int]:
