@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -37,46 +38,39 @@ _PRODUCER_CONFIG = {
 }
 
 
-def events_source(settings: Settings) -> KafkaSource:
+def _source(settings: Settings, topic: str, starting_offset: int, batch_size: int) -> KafkaSource:
     return KafkaSource(
         [settings.kafka],
-        [settings.events_topic],
-        starting_offset=OFFSET_BEGINNING if settings.start_from == "earliest" else OFFSET_END,
+        [topic],
+        starting_offset=starting_offset,
         # Consumer errors (broker restarts) are logged, not raised: librdkafka
         # reconnects on its own and the flow must not die with the broker.
         raise_on_errors=False,
-        batch_size=500,
+        batch_size=batch_size,
         add_config={"fetch.wait.max.ms": "5", "statistics.interval.ms": "0"},
     )
+
+
+def events_source(settings: Settings) -> KafkaSource:
+    start = OFFSET_BEGINNING if settings.start_from == "earliest" else OFFSET_END
+    return _source(settings, settings.events_topic, start, batch_size=500)
 
 
 def control_source(settings: Settings) -> KafkaSource:
     """The control topic (erasures), always read from its start on a fresh flow."""
-    return KafkaSource(
-        [settings.kafka],
-        [settings.control_topic],
-        starting_offset=OFFSET_BEGINNING,
-        raise_on_errors=False,
-        batch_size=100,
-        add_config={"fetch.wait.max.ms": "5", "statistics.interval.ms": "0"},
-    )
+    return _source(settings, settings.control_topic, OFFSET_BEGINNING, batch_size=100)
 
 
 def decode_control_record(msg: RawMessage | KafkaError[bytes | None, bytes | None]) -> Decoded:
-    if isinstance(msg, KafkaError):
-        src = msg.msg
-        return Decoded(
-            DeadLetter(f"kafka error: {msg.err}", src.value or b""),
-            src.topic,
-            src.partition,
-            src.offset,
-        )
-    raw = msg.value or b""
+    return _decoded(msg, _parse_control)
+
+
+def _parse_control(raw: bytes | None) -> EraseCustomer | DeadLetter:
+    raw = raw or b""
     try:
-        item: EraseCustomer | DeadLetter = decode_control(raw)
+        return decode_control(raw)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        item = DeadLetter(f"invalid control message: {exc}", raw)
-    return Decoded(item, msg.topic, msg.partition, msg.offset)
+        return DeadLetter(f"invalid control message: {exc}", raw)
 
 
 def sink(settings: Settings) -> KafkaSink:
@@ -102,15 +96,19 @@ class Decoded:
 
 
 def decode(msg: RawMessage | KafkaError[bytes | None, bytes | None]) -> Decoded:
+    return _decoded(msg, lambda raw: decode_event(raw, time.time()))
+
+
+def _decoded(
+    msg: RawMessage | KafkaError[bytes | None, bytes | None],
+    parse: Callable[[bytes | None], BaseEvent | EraseCustomer | DeadLetter],
+) -> Decoded:
+    """A source record parsed, or its Kafka error as a dead letter, with its position."""
     if isinstance(msg, KafkaError):
         src = msg.msg
-        return Decoded(
-            DeadLetter(f"kafka error: {msg.err}", src.value or b""),
-            src.topic,
-            src.partition,
-            src.offset,
-        )
-    return Decoded(decode_event(msg.value, time.time()), msg.topic, msg.partition, msg.offset)
+        letter = DeadLetter(f"kafka error: {msg.err}", src.value or b"")
+        return Decoded(letter, src.topic, src.partition, src.offset)
+    return Decoded(parse(msg.value), msg.topic, msg.partition, msg.offset)
 
 
 def dead_letter_message(settings: Settings, decoded: Decoded) -> KafkaSinkMessage[bytes, bytes]:

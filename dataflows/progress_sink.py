@@ -46,8 +46,9 @@ class _ProgressPartition(StatelessSinkPartition[Position]):
         elapsed = time.monotonic() - self._logged_at
         if elapsed >= LOG_EVERY_S:
             rate = (self._processed - self._logged_count) / elapsed
-            log.info("worker %d: %d events read, %.0f events/s", self._worker, self._processed,
-                     rate)
+            log.info(
+                "worker %d: %d events read, %.0f events/s", self._worker, self._processed, rate
+            )
             self._logged_at, self._logged_count = time.monotonic(), self._processed
 
     def close(self) -> None:

@@ -15,13 +15,21 @@ from api import auth, deps, ingest, schemas
 from api.problems import problem, unavailable
 from api.producer import AckProducer, KafkaUnavailable
 from engine.privacy import EraseCustomer, encode_control
-from engine.profile import decode_view, parse_view
+from engine.profile import ProfileView, decode_view, parse_view
 from engine.rfm import RfmBands, rfm
 from pulse.keys import RedisKeys
 from pulse.settings import Settings
 
 # The hash field holding the MessagePack profile view (dataflows/redis_sink.py).
 PROFILE_FIELD = "view"
+
+
+async def load_view(redis: aioredis.Redis, keys: RedisKeys, customer_id: str) -> ProfileView | None:
+    """The served profile, or None when the customer has none."""
+    raw = await redis.hget(keys.profile(customer_id), PROFILE_FIELD)
+    # None: no profile (the client does not decode responses, so it is bytes).
+    return decode_view(raw) if isinstance(raw, bytes) else None
+
 
 router = APIRouter(tags=["customers"], dependencies=[Depends(auth.require_read)])
 
@@ -41,10 +49,9 @@ async def get_profile(
     keys: Annotated[RedisKeys, Depends(deps.keys)],
     bands: Annotated[RfmBands, Depends(deps.rfm_bands)],
 ) -> Any:
-    raw = await redis.hget(keys.profile(customer_id), PROFILE_FIELD)
-    if not isinstance(raw, bytes):  # None: no profile (the client does not decode)
+    view = await load_view(redis, keys, customer_id)
+    if view is None:
         return problem(404, "no such customer", f"no profile for {customer_id!r}")
-    view = decode_view(raw)
     scores = rfm(view.last_order_at, view.orders_12m, view.spend_12m, time.time(), bands)
     return {**parse_view(view), "rfm": msgspec.to_builtins(scores)}
 
@@ -73,8 +80,8 @@ async def erase_customer(
     producer: Annotated[AckProducer, Depends(deps.producer)],
     settings: Annotated[Settings, Depends(deps.settings)],
 ) -> Any:
-    raw = await redis.hget(keys.profile(customer_id), PROFILE_FIELD)
-    anonymous_ids = decode_view(raw).anonymous_ids if isinstance(raw, bytes) else []
+    view = await load_view(redis, keys, customer_id)
+    anonymous_ids = view.anonymous_ids if view is not None else []
     request = EraseCustomer(
         customer_id=customer_id,
         requested_at=time.time(),
@@ -107,8 +114,7 @@ async def export_customer(
     keys: Annotated[RedisKeys, Depends(deps.keys)],
 ) -> Any:
     profile_key = keys.profile(customer_id)
-    raw = await redis.hget(profile_key, PROFILE_FIELD)
-    view = decode_view(raw) if isinstance(raw, bytes) else None
+    view = await load_view(redis, keys, customer_id)
     # The per-customer keys Pulse writes (docs/profiles.md); named, not scanned,
     # so an export costs the same on a Redis with a hundred million keys.
     held = [profile_key] if view is not None else []
