@@ -1,14 +1,15 @@
-"""The per-customer state machine: ``apply(state, event, now) -> (state, effects)``.
+"""The per-customer state machine: ``apply(state, event) -> (state, effects)``.
 
-Pure: no I/O, no clocks (``now`` is passed in), no runtime imports. The dataflow
-turns the returned effects into Redis writes and Kafka records, and asks
-``next_due`` when to call ``fire_due`` for delayed rules.
+Pure: no I/O, no clocks, no runtime imports. An event is applied as of its own
+timestamp and a pending rule action as of its due time, so the same events
+give the same state and the same decisions however fast, late or often they
+are processed. The dataflow turns the returned effects into Redis writes and
+Kafka records, and asks ``next_due`` when to call ``fire_due``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -31,18 +32,17 @@ from engine.profile import (
     OrderRecord,
     Viewed,
 )
+from engine.rules.ruleset import RuleBook, RuleSet
+from engine.rules.runtime import Rules
 from engine.segments import segments_of
-from engine.triggers import DelayedRule, Timer, Trigger, trigger_id
+from engine.triggers import Decision
+from engine.triggers import TriggerFired as TriggerFired  # re-exported for callers
 
 
 class ProfileChanged(msgspec.Struct, frozen=True):
     """The customer's serving view must be rewritten from this state."""
 
     state: CustomerState
-
-
-class TriggerFired(msgspec.Struct, frozen=True):
-    trigger: Trigger
 
 
 class ProfileRemoved(msgspec.Struct, frozen=True):
@@ -63,7 +63,13 @@ class SegmentsChanged(msgspec.Struct, frozen=True):
 
 
 Effect = (
-    ProfileChanged | TriggerFired | ProfileRemoved | DuplicateDropped | SegmentsChanged | ItemSignal
+    ProfileChanged
+    | TriggerFired
+    | Decision
+    | ProfileRemoved
+    | DuplicateDropped
+    | SegmentsChanged
+    | ItemSignal
 )
 
 # Per customer, at most this many recent event ids are remembered for dedup;
@@ -76,16 +82,21 @@ class Engine:
 
     def __init__(
         self,
-        rules: Sequence[DelayedRule] = (),
+        rules: RuleBook | RuleSet | None = None,
         dedup_window_s: float = 86400.0,
         loyalty: LoyaltyProgram = DEFAULT_PROGRAM,
     ) -> None:
-        self.rules = tuple(rules)
+        book = rules if isinstance(rules, RuleBook) else RuleBook() if rules is None else None
+        if book is None:
+            assert isinstance(rules, RuleSet)
+            book = RuleBook(rules)
+        self.book = book
+        self.rules = Rules(book, loyalty)
         self.dedup_window_s = dedup_window_s
         self.loyalty = loyalty
 
     def apply(
-        self, state: CustomerState | None, event: ev.BaseEvent, now: float
+        self, state: CustomerState | None, event: ev.BaseEvent
     ) -> tuple[CustomerState, list[Effect]]:
         if state is None:
             state = CustomerState(customer_id=event.customer_key)
@@ -103,9 +114,14 @@ class Engine:
                 ProfileChanged(state),
             ]
         kind = ev.event_type(event)
-        # A timer due before this event fires first, on the state it was due
+        # What was due before this event acts first, on the state it was due
         # on: keeps event-time order when the stream runs behind or replays.
-        effects: list[Effect] = self._fire(state, min(now, ts))
+        effects: list[Effect] = []
+        if state.pending:
+            due = Rules.next_due(state)
+            if due is not None and due <= ts:
+                effects.extend(self.rules.fire_due(state, ts))
+        before = self.rules.watch(state, ts)
         linked = event.anonymous_id
         if (
             linked is not None
@@ -123,39 +139,23 @@ class Engine:
         state.events_total += 1
         state.event_counts[kind] = state.event_counts.get(kind, 0) + 1
         _update_profile(state, event, ts, self.loyalty)
+        if self.loyalty.points_expire_s is not None and state.loyalty_points:
+            # As of the latest event time seen, so an order arriving late is
+            # expired as if it had come in order.
+            _expire_points(state, state.last_seen, self.loyalty.points_expire_s)
         _count_hour(state, ts)  # after identify traits: its own time zone counts
         effects.extend(item_signals(event))
         self._derive(state, ts, effects)
-
-        for rule in self.rules:
-            timer = state.timers.get(rule.rule_id)
-            # Event time decides, not arrival: a late, older start event must not
-            # bring the timer forward, and a late, older cancel event must not
-            # cancel a timer armed after it.
-            if kind in rule.cancel_on:
-                if timer is not None and ts >= timer.due - rule.delay_s:
-                    del state.timers[rule.rule_id]
-            elif kind in rule.start_on and (timer is None or ts + rule.delay_s >= timer.due):
-                state.timers[rule.rule_id] = Timer(ts + rule.delay_s, event.event_id)
+        effects.extend(self.rules.on_event(state, event, ts, before))
         effects.append(ProfileChanged(state))
         return state, effects
 
-    def fire_due(self, state: CustomerState, now: float) -> list[Effect]:
-        return self._fire(state, now)
-
-    def _fire(self, state: CustomerState, now: float) -> list[Effect]:
-        if not state.timers:
+    def fire_due(self, state: CustomerState, until: float) -> list[Effect]:
+        """Pending rule actions due by ``until`` (event time), decided as of their due times."""
+        if not state.pending:
             return []
-        fired: list[Effect] = []
-        for rule in self.rules:
-            timer = state.timers.get(rule.rule_id)
-            if timer is None or timer.due > now:
-                continue
-            del state.timers[rule.rule_id]
-            if rule.require_cart and not state.cart:
-                continue
-            fired.append(TriggerFired(_make_trigger(rule, state, timer)))
-        return fired
+        # Rule memory is not part of the serving view: no profile write needed.
+        return list(self.rules.fire_due(state, until))
 
     def absorb(
         self, state: CustomerState | None, other: CustomerState, customer_id: str
@@ -225,26 +225,7 @@ class Engine:
 
     @staticmethod
     def next_due(state: CustomerState) -> float | None:
-        return min((t.due for t in state.timers.values()), default=None)
-
-
-def _make_trigger(rule: DelayedRule, state: CustomerState, timer: Timer) -> Trigger:
-    return Trigger(
-        trigger_id=trigger_id(rule.rule_id, state.customer_id, timer.origin_event_id),
-        rule_id=rule.rule_id,
-        customer_id=state.customer_id,
-        origin_event_id=timer.origin_event_id,
-        fired_at=timer.due,
-        channel=rule.channel,
-        payload={
-            "cart": [
-                {"sku": c.sku, "quantity": c.quantity, "price": c.price, "name": c.name}
-                for c in state.cart.values()
-            ],
-            "cart_value": state.cart_value,
-            "email": state.traits.get("email"),
-        },
-    )
+        return Rules.next_due(state)
 
 
 def _update_profile(
@@ -342,14 +323,39 @@ def _affinity(state: CustomerState, category: str, weight: float, ts: float) -> 
 
 
 def _refund(state: CustomerState, record: OrderRecord, amount: float | None) -> None:
-    """Refund part or all of a known order, taking back its points in proportion."""
+    """Refund part or all of a known order, taking back its points in proportion
+    (unless they have expired already)."""
     state.tier_review_at = 0.0  # the rolling spend changed
     refundable = record.total - record.refunded
     refund = refundable if amount is None else min(amount, refundable)
     points_before = _points_refunded(record)
     record.refunded += refund
     state.revenue -= refund
-    state.loyalty_points = max(0, state.loyalty_points - (_points_refunded(record) - points_before))
+    if not record.expired:
+        taken = _points_refunded(record) - points_before
+        state.loyalty_points = max(0, state.loyalty_points - taken)
+
+
+def _expire_points(state: CustomerState, ts: float, expire_s: float) -> None:
+    """Points earned more than ``expire_s`` before ``ts`` leave the balance.
+
+    Lazily, at the customer's next event (event time): the same history gives
+    the same balance however it is processed. Spent points are not traced to
+    the orders that earned them; the balance never goes below zero.
+    """
+    for order in state.order_history:  # oldest first
+        if order.ts + expire_s > ts:
+            break
+        if order.expired or order.points <= 0:
+            continue
+        order.expired = True
+        remaining = order.points - _points_refunded(order)
+        state.loyalty_points = max(0, state.loyalty_points - remaining)
+
+
+def points_held(record: OrderRecord) -> int:
+    """Points an order still contributes: earned, less refunded, none once expired."""
+    return 0 if record.expired else record.points - _points_refunded(record)
 
 
 def _points_refunded(record: OrderRecord) -> int:
@@ -431,14 +437,17 @@ def _count_hour(state: CustomerState, ts: float) -> None:
 def _remember_view(state: CustomerState, sku: str, ts: float) -> None:
     """Keep the latest view time per SKU, most recent first by event time."""
     viewed = state.recently_viewed
+    views = 1
     for i, v in enumerate(viewed):
         if v.sku == sku:
             if v.ts >= ts:
+                v.views += 1
                 return
+            views = v.views + 1
             del viewed[i]
             break
     pos = 0
     while pos < len(viewed) and viewed[pos].ts > ts:
         pos += 1
-    viewed.insert(pos, Viewed(sku, ts))
+    viewed.insert(pos, Viewed(sku, ts, views))
     del viewed[RECENT_ITEMS:]

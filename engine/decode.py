@@ -8,7 +8,8 @@ import msgspec
 
 from engine.events import BaseEvent, Event
 
-_decoder = msgspec.json.Decoder(Event)  # type: ignore[arg-type]
+event_decoder: msgspec.json.Decoder[BaseEvent] = msgspec.json.Decoder(Event)  # type: ignore[arg-type]
+_decoder = event_decoder
 _encoder = msgspec.json.Encoder()
 
 

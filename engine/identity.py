@@ -68,7 +68,6 @@ def resolve(
     engine: Engine,
     anon: AnonymousState | None,
     item: ev.BaseEvent | Link | EraseAnonymous,
-    now: float,
 ) -> tuple[AnonymousState, list[ToCustomer | Effect]]:
     """One step of an anonymous id's state: a link, an erasure or an anonymous event."""
     anonymous_id = item.anonymous_id
@@ -105,12 +104,12 @@ def resolve(
     if anon.customer_id is not None:
         known = msgspec.structs.replace(item, customer_id=anon.customer_id)
         return anon, [ToCustomer(anon.customer_id, known)]
-    anon.profile, effects = engine.apply(anon.profile, item, now)
+    anon.profile, effects = engine.apply(anon.profile, item)
     return anon, list(effects)
 
 
-def fire_due(engine: Engine, anon: AnonymousState, now: float) -> list[Effect]:
-    return engine.fire_due(anon.profile, now) if anon.profile is not None else []
+def fire_due(engine: Engine, anon: AnonymousState, until: float) -> list[Effect]:
+    return engine.fire_due(anon.profile, until) if anon.profile is not None else []
 
 
 def next_due(anon: AnonymousState) -> float | None:

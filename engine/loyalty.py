@@ -25,6 +25,8 @@ class LoyaltyProgram(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     points_per_unit: Annotated[float, Meta(ge=0, le=1e6)] = 1.0
     window_days: Annotated[int, Meta(ge=1, le=3660)] = 365
     tiers: tuple[Tier, ...] = (Tier("member", 0.0),)
+    # Points expire this many days after the order that earned them (none: never).
+    points_expire_days: Annotated[int, Meta(ge=1, le=36600)] | None = None
 
     def __post_init__(self) -> None:
         if not self.tiers:
@@ -41,6 +43,10 @@ class LoyaltyProgram(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     @property
     def window_s(self) -> float:
         return self.window_days * 86400.0
+
+    @property
+    def points_expire_s(self) -> float | None:
+        return None if self.points_expire_days is None else self.points_expire_days * 86400.0
 
     def tier_for(self, spend: float) -> str:
         name = self.tiers[0].name
@@ -61,5 +67,6 @@ class LoyaltyProgram(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 DEFAULT_PROGRAM = LoyaltyProgram(
-    tiers=(Tier("member", 0), Tier("silver", 250), Tier("gold", 1000), Tier("platinum", 5000))
+    tiers=(Tier("member", 0), Tier("silver", 250), Tier("gold", 1000), Tier("platinum", 5000)),
+    points_expire_days=365,
 )

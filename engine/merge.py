@@ -6,8 +6,9 @@ are united by order id; first seen is the earliest and last
 seen the latest event time; carts are united (the same SKU adds quantities, the
 price of the later cart wins); recently viewed items interleave by view time;
 consent per channel is the later decision; open tickets are united; the known
-customer's traits win and the anonymous ones fill the gaps; a pending timer
-keeps the later due time. Apart from traits, which favour ``into``, the result
+customer's traits win and the anonymous ones fill the gaps; of two pending
+actions of one rule and kind the later one is kept; rule journeys add up and
+recent sends are united. Apart from traits, which favour ``into``, the result
 does not depend on which profile is ``into``. Tier and segments are not merged
 but recomputed by the engine on the next event it applies, which the merge
 always comes with.
@@ -43,8 +44,11 @@ def merge_states(into: CustomerState, other: CustomerState) -> CustomerState:
 
     latest: dict[str, Viewed] = {}
     for v in (*into.recently_viewed, *other.recently_viewed):
-        if v.sku not in latest or v.ts > latest[v.sku].ts:
-            latest[v.sku] = v
+        kept = latest.get(v.sku)
+        if kept is None:
+            latest[v.sku] = Viewed(v.sku, v.ts, v.views)
+        else:
+            kept.ts, kept.views = max(kept.ts, v.ts), kept.views + v.views
     into.recently_viewed = sorted(latest.values(), key=lambda v: (-v.ts, v.sku))[:RECENT_ITEMS]
 
     # A cart last changed before the latest order of either profile was bought
@@ -80,7 +84,7 @@ def merge_states(into: CustomerState, other: CustomerState) -> CustomerState:
     into.refunds += other.refunds
     into.last_order_at = max(into.last_order_at, other.last_order_at)
     history = {
-        o.order_id: OrderRecord(o.order_id, o.ts, o.total, o.refunded, o.points)
+        o.order_id: OrderRecord(o.order_id, o.ts, o.total, o.refunded, o.points, o.expired)
         for o in (*into.order_history, *other.order_history)
     }
     into.order_history = sorted(history.values(), key=lambda o: (o.ts, o.order_id))[
@@ -115,11 +119,33 @@ def merge_states(into: CustomerState, other: CustomerState) -> CustomerState:
             into.trait_times[key] = other.trait_times.get(key, 0.0)
     for order_id, amount in other.pending_refunds.items():
         into.pending_refunds.setdefault(order_id, amount)
-    for rule_id, timer in other.timers.items():
-        mine_t = into.timers.get(rule_id)
-        if mine_t is None or timer.due > mine_t.due:
-            into.timers[rule_id] = timer
+    _merge_rules(into, other)
     for event_id, ts in other.seen_ids.items():
         into.seen_ids[event_id] = max(ts, into.seen_ids.get(event_id, ts))
     into.duplicates += other.duplicates
     return into
+
+
+def _merge_rules(into: CustomerState, other: CustomerState) -> None:
+    for theirs in other.pending:
+        mine_p = next(
+            (p for p in into.pending if p.rule_id == theirs.rule_id and p.kind == theirs.kind), None
+        )
+        if mine_p is None:
+            into.pending.append(theirs)
+        elif theirs.due > mine_p.due:
+            into.pending[into.pending.index(mine_p)] = theirs
+    for rule_id, journey in other.journeys.items():
+        mine_j = into.journeys.get(rule_id)
+        if mine_j is None:
+            into.journeys[rule_id] = journey
+            continue
+        mine_j.entries += journey.entries
+        mine_j.fired += journey.fired
+        if journey.last_entry_at > mine_j.last_entry_at:
+            mine_j.last_entry_at, mine_j.last_origin = journey.last_entry_at, journey.last_origin
+        mine_j.last_fired_at = max(mine_j.last_fired_at, journey.last_fired_at)
+        if journey.goal_until > mine_j.goal_until:
+            mine_j.goal_until = journey.goal_until
+            mine_j.goal_group, mine_j.goal_trigger = journey.goal_group, journey.goal_trigger
+    into.sent = sorted((*into.sent, *other.sent), key=lambda s: (s.ts, s.channel, s.rule_id))

@@ -24,17 +24,3 @@ class EraseCustomer(msgspec.Struct, frozen=True, tag="erase_customer", tag_field
 class EraseAnonymous(msgspec.Struct, frozen=True):
     anonymous_id: str
     requested_at: float
-
-
-ControlMessage = EraseCustomer
-
-_decode_control = msgspec.json.Decoder(ControlMessage)
-
-
-def decode_control(raw: bytes) -> ControlMessage:
-    """Raises msgspec.DecodeError / ValidationError with the field on bad input."""
-    return _decode_control.decode(raw)
-
-
-def encode_control(message: ControlMessage) -> bytes:
-    return msgspec.json.encode(message)

@@ -7,13 +7,13 @@ from typing import Any
 
 import msgspec
 
-from engine.triggers import Timer
+from engine.rules.memory import Journey, Pending, Sent
 
 # Bump when a change to the state Structs would not load from an older snapshot
 # (a field renamed, removed or retyped; adding a field with a default is fine).
 # The dataflow keeps snapshots per version, so a new version rebuilds its state
 # from the events topic instead of failing on old snapshots.
-STATE_VERSION = 2
+STATE_VERSION = 3
 
 RECENT_ITEMS = 20
 SESSION_GAP_S = 30 * 60.0  # a new session after 30 minutes without events
@@ -33,6 +33,7 @@ class CartLine(msgspec.Struct, array_like=True):
 class Viewed(msgspec.Struct, array_like=True):
     sku: str
     ts: float
+    views: int = 1  # times viewed (while the SKU stays among the recent items)
 
 
 class Consent(msgspec.Struct, array_like=True):
@@ -67,6 +68,7 @@ class OrderRecord(msgspec.Struct, array_like=True):
     total: float
     refunded: float = 0.0
     points: int = 0  # loyalty points the order earned
+    expired: bool = False  # its points have expired (rules/loyalty.yaml points_expire_days)
 
 
 class Engagement(msgspec.Struct, array_like=True):
@@ -120,7 +122,12 @@ class CustomerState(msgspec.Struct, kw_only=True):
     traits: dict[str, str] = {}
     trait_times: dict[str, float] = {}  # event time of each trait's value
     segments: list[str] = []
-    timers: dict[str, Timer] = {}
+    # Rules (engine/rules): pending timed actions, each rule's history with this
+    # customer, and recent marketing sends (for caps and smart sending).
+    pending: list[Pending] = []
+    journeys: dict[str, Journey] = {}
+    sent: list[Sent] = []
+    rules_version: str = ""  # the rule-set version this customer's date triggers follow
     # Event ids seen within the dedup window (id -> event time), and how many
     # repeated ids were dropped.
     seen_ids: dict[str, float] = {}

@@ -1,62 +1,71 @@
-"""Triggers: decisions to contact a customer, and the delayed rules that make them.
+"""What rules produce: decisions (every outcome, for the record) and triggers (sends).
 
-A trigger's id is derived from (rule, customer, originating event), so the same
-decision replayed after a crash has the same id and the dispatcher can deliver
-it exactly once.
+A trigger's id is derived from (rule, customer, originating event, entry
+number), so the same decision replayed after a crash has the same id and the
+dispatcher can deliver it exactly once.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
+Outcome = Literal[
+    "entered",  # the rule started waiting
+    "fired",  # a message goes out
+    "suppressed",  # a guard stopped it (reason = the guard)
+    "held_out",  # in the rule's hold-out group: recorded, not messaged
+    "deferred",  # quiet hours: decided again at ``until``
+    "cancelled",  # a cancel_on event ended the wait (reason = its type)
+    "exited",  # its conditions did not hold when due (reason says which)
+    "converted",  # the rule's goal happened (reason = treated or holdout)
+]
+
 
 class Trigger(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the dispatcher needs to deliver one message."""
+
     trigger_id: str
     rule_id: str
     customer_id: str
     origin_event_id: str
-    fired_at: float
-    channel: str = "log"
+    entry: int
+    fired_at: float  # event time of the decision
+    channel: str
+    template: str
+    category: str
+    priority: int
+    deadline: float  # not worth delivering after this (epoch seconds)
     payload: dict[str, Any] = {}
+    recipient: dict[str, str] = {}  # email / phone from the profile
+    version: str = ""  # the rule-set version that decided it
 
 
-def trigger_id(rule_id: str, customer_id: str, origin_event_id: str) -> str:
-    digest = hashlib.blake2b(
-        f"{rule_id}\x1f{customer_id}\x1f{origin_event_id}".encode(), digest_size=16
-    )
-    return digest.hexdigest()
+class TriggerFired(msgspec.Struct, frozen=True):
+    trigger: Trigger
 
 
-class Timer(msgspec.Struct, frozen=True, array_like=True):
-    """A pending delayed rule for one customer: due time and the event that armed it."""
-
-    due: float
-    origin_event_id: str
-
-
-class DelayedRule(msgspec.Struct, frozen=True, kw_only=True):
-    """Fire ``delay_s`` after the last ``start_on`` event unless a ``cancel_on`` comes.
-
-    The foundation's abandoned-cart rule is one of these; YAML rules with CEL
-    conditions generalise it.
-    """
+class Decision(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One rule decision about one customer, whatever its outcome."""
 
     rule_id: str
-    start_on: frozenset[str]
-    cancel_on: frozenset[str]
-    delay_s: float
-    channel: str = "log"
-    require_cart: bool = False
+    customer_id: str
+    outcome: Outcome
+    at: float  # event time
+    reason: str = ""
+    trigger_id: str = ""
+    origin_event_id: str = ""
+    entry: int = 0
+    channel: str = ""
+    category: str = ""
+    until: float = 0.0  # entered / deferred: when it is due
+    version: str = ""
 
 
-def abandoned_cart(delay_s: float) -> DelayedRule:
-    return DelayedRule(
-        rule_id="abandoned_cart",
-        start_on=frozenset({"add_to_cart"}),
-        cancel_on=frozenset({"order_placed"}),
-        delay_s=delay_s,
-        require_cart=True,
+def trigger_id(rule_id: str, customer_id: str, origin_event_id: str, entry: int = 0) -> str:
+    digest = hashlib.blake2b(
+        f"{rule_id}\x1f{customer_id}\x1f{origin_event_id}\x1f{entry}".encode(), digest_size=16
     )
+    return digest.hexdigest()

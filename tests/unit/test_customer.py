@@ -1,7 +1,7 @@
-"""The per-customer state machine: profiles and the abandoned-cart timer.
+"""The per-customer state machine: profiles and an abandoned-cart rule's wait.
 
-The dataflow trusts ``Engine.apply`` to be a pure function of (state, event,
-now): the same inputs must give the same state, the same trigger ids (the
+The dataflow trusts ``Engine.apply`` to be a pure function of (state, event):
+the same inputs must give the same state, the same trigger ids (the
 dispatcher's idempotency keys) and the same serving view, whatever order the
 events arrive in and however often ``fire_due`` is polled.
 """
@@ -17,13 +17,36 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from engine import events as ev
-from engine.customer import Effect, Engine, ProfileChanged, TriggerFired
+from engine.customer import Effect, Engine, ProfileChanged
 from engine.profile import RECENT_ITEMS, CustomerState, encode_view, parse_view, profile_view
-from engine.triggers import Timer, Trigger, abandoned_cart, trigger_id
+from engine.rules.memory import WAIT, Pending
+from engine.triggers import Trigger, TriggerFired, trigger_id
+from tests.rules_helpers import compile_rules
 
 T0 = 1_700_000_000.0
 DELAY = 1800.0
 RULE = "abandoned_cart"
+# The shipped rule's logic, as a transactional webhook so no guard interferes.
+CART_RULES = compile_rules(
+    {
+        "abandoned_cart.yaml": """
+id: abandoned_cart
+category: transactional
+trigger: {event: add_to_cart}
+wait:
+  for: 30m
+  cancel_on: [{event: order_placed}]
+conditions: ["cart.quantity > 0"]
+action:
+  channel: webhook
+  template: cart
+  payload:
+    cart: cart.items
+    cart_value: cart.value
+    email: 'has(profile.traits.email) ? profile.traits.email : ""'
+"""
+    }
+)
 
 
 def at(ts: float) -> datetime:
@@ -64,31 +87,33 @@ def fired(effects: list[Effect]) -> list[Trigger]:
     return [e.trigger for e in effects if isinstance(e, TriggerFired)]
 
 
-def run(
-    engine: Engine, events: list[ev.BaseEvent], now: float | None = None
-) -> tuple[CustomerState, list[Trigger]]:
-    """Apply events in the given order; ``now`` defaults to each event's own time."""
+def run(engine: Engine, events: list[ev.BaseEvent]) -> tuple[CustomerState, list[Trigger]]:
+    """Apply events in the given order."""
     state: CustomerState | None = None
     triggers: list[Trigger] = []
     for event in events:
-        state, effects = engine.apply(state, event, event.ts if now is None else now)
+        state, effects = engine.apply(state, event)
         triggers += fired(effects)
     assert state is not None
     return state, triggers
 
 
+def waiting(state: CustomerState) -> list[tuple[float, str]]:
+    return [(p.due, p.origin_id) for p in state.pending if p.kind == WAIT]
+
+
 @pytest.fixture
 def engine() -> Engine:
-    return Engine([abandoned_cart(DELAY)])
+    return Engine(CART_RULES)
 
 
 # The abandoned-cart timer ----------------------------------------------------
 
 
 def test_add_to_cart_arms_a_timer_at_event_time_plus_delay(engine: Engine) -> None:
-    # now is far later than the event: the timer follows event time, not the clock.
-    state, effects = engine.apply(None, add("e1", T0), now=T0 + 5)
-    assert state.timers == {RULE: Timer(T0 + DELAY, "e1")}
+    state, effects = engine.apply(None, add("e1", T0))
+    assert waiting(state) == [(T0 + DELAY, "e1")]
+    assert state.pending[0] == Pending(RULE, WAIT, T0 + DELAY, "e1", 1, add("e1", T0))
     assert Engine.next_due(state) == T0 + DELAY
     assert fired(effects) == []
     assert effects[-1] == ProfileChanged(state)
@@ -101,34 +126,34 @@ def test_timer_fires_once_at_its_due_time(engine: Engine) -> None:
     triggers = fired(engine.fire_due(state, T0 + DELAY))
     assert len(triggers) == 1
     trigger = triggers[0]
-    assert trigger.trigger_id == trigger_id(RULE, "c1", "e1")
+    assert trigger.trigger_id == trigger_id(RULE, "c1", "e1", 1)
     assert (trigger.rule_id, trigger.customer_id, trigger.origin_event_id) == (RULE, "c1", "e1")
     assert trigger.fired_at == T0 + DELAY
     assert trigger.payload["cart"] == [
-        {"sku": "sku-1", "quantity": 2, "price": 4.5, "name": "name-sku-1"}
+        {"sku": "sku-1", "quantity": 2, "price": 4.5, "name": "name-sku-1", "category": None}
     ]
     assert trigger.payload["cart_value"] == 9.0
 
-    assert engine.fire_due(state, T0 + 10 * DELAY) == []
+    assert fired(engine.fire_due(state, T0 + 10 * DELAY)) == []
     assert Engine.next_due(state) is None
 
 
 def test_fire_due_long_after_the_due_time_still_fires_once(engine: Engine) -> None:
     state, _ = run(engine, [add("e1", T0)])
-    assert len(engine.fire_due(state, T0 + 100 * DELAY)) == 1
-    assert engine.fire_due(state, T0 + 200 * DELAY) == []
+    assert len(fired(engine.fire_due(state, T0 + 100 * DELAY))) == 1
+    assert fired(engine.fire_due(state, T0 + 200 * DELAY)) == []
 
 
 def test_trigger_id_is_deterministic_and_follows_the_last_add(engine: Engine) -> None:
     """A replay after a crash must produce the same id, or the customer is mailed twice."""
     events: list[ev.BaseEvent] = [add("e1", T0), add("e2", T0 + 60, sku="sku-2")]
     first_state, _ = run(engine, events)
-    second_state, _ = run(Engine([abandoned_cart(DELAY)]), events)
+    second_state, _ = run(Engine(CART_RULES), events)
 
     first = fired(engine.fire_due(first_state, T0 + 60 + DELAY))
     second = fired(engine.fire_due(second_state, T0 + 60 + DELAY))
     assert first == second
-    assert [t.trigger_id for t in first] == [trigger_id(RULE, "c1", "e2")]
+    assert [t.trigger_id for t in first] == [trigger_id(RULE, "c1", "e2", 1)]
     assert first[0].origin_event_id == "e2"
     assert first[0].fired_at == T0 + 60 + DELAY
 
@@ -136,33 +161,34 @@ def test_trigger_id_is_deterministic_and_follows_the_last_add(engine: Engine) ->
 def test_a_later_add_to_cart_postpones_the_timer(engine: Engine) -> None:
     state, _ = run(engine, [add("e1", T0), add("e2", T0 + 600)])
     assert engine.fire_due(state, T0 + DELAY) == []
-    assert len(engine.fire_due(state, T0 + 600 + DELAY)) == 1
+    assert len(fired(engine.fire_due(state, T0 + 600 + DELAY))) == 1
 
 
-def test_trigger_ids_differ_by_rule_customer_and_origin() -> None:
+def test_trigger_ids_differ_by_rule_customer_origin_and_entry() -> None:
     ids = {
-        trigger_id(RULE, "c1", "e1"),
-        trigger_id("other", "c1", "e1"),
-        trigger_id(RULE, "c2", "e1"),
-        trigger_id(RULE, "c1", "e2"),
+        trigger_id(RULE, "c1", "e1", 1),
+        trigger_id("other", "c1", "e1", 1),
+        trigger_id(RULE, "c2", "e1", 1),
+        trigger_id(RULE, "c1", "e2", 1),
+        trigger_id(RULE, "c1", "e1", 2),
     }
-    assert len(ids) == 4
+    assert len(ids) == 5
     # The separator keeps ("a", "bc") and ("ab", "c") apart.
     assert trigger_id("a", "bc", "d") != trigger_id("ab", "c", "d")
 
 
 def test_order_cancels_the_timer_and_empties_the_cart(engine: Engine) -> None:
     state, _ = run(engine, [add("e1", T0), order("e2", T0 + 60, total=10.0)])
-    assert state.timers == {}
+    assert state.pending == []
     assert state.cart == {}
     assert state.cart_quantity == 0
-    assert engine.fire_due(state, T0 + 10 * DELAY) == []
+    assert fired(engine.fire_due(state, T0 + 10 * DELAY)) == []
 
 
 def test_cart_emptied_by_removal_does_not_fire(engine: Engine) -> None:
     state, _ = run(engine, [add("e1", T0, qty=2), remove("e2", T0 + 60, qty=2)])
     assert state.cart == {}
-    assert engine.fire_due(state, T0 + 10 * DELAY) == []
+    assert fired(engine.fire_due(state, T0 + 10 * DELAY)) == []
     assert Engine.next_due(state) is None, "a spent timer must not be polled forever"
 
 
@@ -178,42 +204,37 @@ def test_due_timer_fires_when_a_later_event_arrives(engine: Engine) -> None:
     """Event-time order: without fire_due polling, the next event still fires it first."""
     later = T0 + DELAY + 30
     state, _ = run(engine, [add("e1", T0)])
-    state, effects = engine.apply(state, add("e2", later, sku="sku-2"), now=later)
+    state, effects = engine.apply(state, add("e2", later, sku="sku-2"))
 
     [trigger] = fired(effects)
-    assert isinstance(effects[0], TriggerFired), "the trigger precedes the profile update"
-    assert trigger.trigger_id == trigger_id(RULE, "c1", "e1")
+    first_profile = next(i for i, e in enumerate(effects) if isinstance(e, ProfileChanged))
+    assert effects.index(TriggerFired(trigger)) < first_profile, "trigger before the update"
+    assert trigger.trigger_id == trigger_id(RULE, "c1", "e1", 1)
     assert trigger.fired_at == T0 + DELAY
     # It fired on the state it was due on: the later item is not in it.
     assert [line["sku"] for line in trigger.payload["cart"]] == ["sku-1"]
-    # And the later add re-armed a fresh timer.
-    assert state.timers == {RULE: Timer(later + DELAY, "e2")}
+    # And the later add entered the rule afresh.
+    assert waiting(state) == [(later + DELAY, "e2")]
+    assert state.pending[0].entry == 2
 
 
 def test_an_order_after_the_due_time_comes_too_late_to_cancel(engine: Engine) -> None:
     state, _ = run(engine, [add("e1", T0)])
-    state, effects = engine.apply(state, order("e2", T0 + DELAY + 1), now=T0 + DELAY + 1)
+    state, effects = engine.apply(state, order("e2", T0 + DELAY + 1))
     assert [t.origin_event_id for t in fired(effects)] == ["e1"]
     assert state.cart == {}
 
 
-def test_event_ahead_of_the_clock_fires_only_what_the_clock_allows(engine: Engine) -> None:
-    """A client clock in the future must not make other timers fire early."""
-    state, _ = run(engine, [add("e1", T0)])
-    _, effects = engine.apply(state, page("e2", T0 + 2 * DELAY), now=T0 + 10)
-    assert fired(effects) == []
-
-
 def test_engine_without_rules_never_arms_timers() -> None:
     state, triggers = run(Engine(), [add("e1", T0)])
-    assert state.timers == {}
+    assert state.pending == []
     assert triggers == []
-    assert Engine().fire_due(state, T0 + 10 * DELAY) == []
+    assert fired(Engine().fire_due(state, T0 + 10 * DELAY)) == []
 
 
 def test_late_older_add_to_cart_does_not_bring_the_timer_forward(engine: Engine) -> None:
-    state, _ = run(engine, [add("e2", T0 + 600), add("e1", T0)], now=T0 + 600)
-    assert engine.fire_due(state, T0 + DELAY) == []
+    state, _ = run(engine, [add("e2", T0 + 600), add("e1", T0)])
+    assert fired(engine.fire_due(state, T0 + DELAY)) == []
 
 
 # Profile fields --------------------------------------------------------------
@@ -226,7 +247,7 @@ def test_counts_and_seen_times_follow_event_time_out_of_order(engine: Engine) ->
         page("e3", T0),
         page("e4", T0 + 20),
     ]
-    state, _ = run(engine, events, now=T0 + 1000)
+    state, _ = run(engine, events)
     assert state.first_seen == T0
     assert state.last_seen == T0 + 100
     assert state.events_total == 4
@@ -234,14 +255,14 @@ def test_counts_and_seen_times_follow_event_time_out_of_order(engine: Engine) ->
 
 
 def test_first_event_sets_both_seen_times(engine: Engine) -> None:
-    state, _ = engine.apply(None, page("e1", T0), now=T0)
+    state, _ = engine.apply(None, page("e1", T0))
     assert (state.first_seen, state.last_seen) == (T0, T0)
     assert state.customer_id == "c1"
 
 
 def test_anonymous_events_are_keyed_by_anonymous_id(engine: Engine) -> None:
     event = ev.PageView(event_id="e1", anonymous_id="a7", timestamp=at(T0))
-    state, _ = engine.apply(None, event, now=T0)
+    state, _ = engine.apply(None, event)
     assert state.customer_id == "anon:a7"
 
 
@@ -300,7 +321,7 @@ def test_identify_merges_traits_without_erasing_known_ones(engine: Engine) -> No
         ],
     )
     assert state.traits == {"email": "a@example.com", "first_name": "Ava", "postcode": "1011"}
-    state, _ = engine.apply(state, add("e3", T0 + 1), now=T0 + 1)
+    state, _ = engine.apply(state, add("e3", T0 + 1))
     [trigger] = fired(engine.fire_due(state, T0 + 1 + DELAY))
     assert trigger.payload["email"] == "a@example.com"
 
@@ -380,7 +401,7 @@ def test_profile_view_always_writes_every_field(engine: Engine) -> None:
     empty = CustomerState(customer_id="c1")
     state, _ = run(engine, [add("e1", T0)])
     full_view = encode_view(profile_view(state))
-    state, _ = engine.apply(state, order("e2", T0 + 1, total=30.0), now=T0 + 1)
+    state, _ = engine.apply(state, order("e2", T0 + 1, total=30.0))
     emptied_view = encode_view(profile_view(state))
 
     for raw in (encode_view(profile_view(empty)), full_view, emptied_view):
@@ -469,7 +490,7 @@ class CartMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.engine = Engine([abandoned_cart(DELAY)])
+        self.engine = Engine(CART_RULES)
         self.state: CustomerState | None = None
         self.now = T0
         self.seq = 0
@@ -479,17 +500,18 @@ class CartMachine(RuleBasedStateMachine):
         self.orders = 0
         self.revenue = 0.0
         self.timer: tuple[float, str] | None = None
-        self.expected_origins: list[str] = []
+        self.entries = 0
+        self.expected: list[tuple[str, int]] = []  # origin, entry
 
     def _model_fire(self, now: float) -> None:
         if self.timer is not None and self.timer[0] <= now:
             if any(self.cart.values()):
-                self.expected_origins.append(self.timer[1])
+                self.expected.append((self.timer[1], self.entries))
             self.timer = None
 
     def _apply(self, event: ev.BaseEvent) -> None:
         self._model_fire(event.ts)
-        self.state, effects = self.engine.apply(self.state, event, self.now)
+        self.state, effects = self.engine.apply(self.state, event)
         self.triggers += fired(effects)
 
     def _next_id(self) -> str:
@@ -507,6 +529,8 @@ class CartMachine(RuleBasedStateMachine):
         eid = self._next_id()
         self._apply(add(eid, self.now, sku=sku, qty=qty, price=price))
         self.cart[sku] = self.cart.get(sku, 0) + qty
+        if self.timer is None:
+            self.entries += 1  # a new entry; while waiting, the wait restarts
         self.timer = (self.now + DELAY, eid)
 
     @rule(sku=st.sampled_from(SKUS), qty=st.none() | st.integers(1, 5))
@@ -517,7 +541,7 @@ class CartMachine(RuleBasedStateMachine):
 
     @rule()
     def empty_cart(self) -> None:
-        """Remove every line, so require_cart gets exercised as often as firing does."""
+        """Remove every line, so the cart condition gets exercised as often as firing does."""
         for sku in [s for s, q in self.cart.items() if q]:
             self.remove_from_cart(sku, None)
 
@@ -547,18 +571,18 @@ class CartMachine(RuleBasedStateMachine):
             s: q for s, q in self.cart.items() if q
         }
         assert all(line.quantity > 0 for line in self.state.cart.values())
-        assert [t.origin_event_id for t in self.triggers] == self.expected_origins
+        assert [(t.origin_event_id, t.entry) for t in self.triggers] == self.expected
 
     @invariant()
     def trigger_ids_are_unique(self) -> None:
         ids = [t.trigger_id for t in self.triggers]
         assert len(ids) == len(set(ids))
-        assert ids == [trigger_id(RULE, "c1", o) for o in self.expected_origins]
+        assert ids == [trigger_id(RULE, "c1", o, n) for o, n in self.expected]
 
     @invariant()
     def at_most_one_pending_timer(self) -> None:
         if self.state is not None:
-            assert set(self.state.timers) <= {RULE}
+            assert {p.rule_id for p in self.state.pending} <= {RULE}
             expected_due = None if self.timer is None else self.timer[0]
             assert Engine.next_due(self.state) == expected_due
 
@@ -596,8 +620,8 @@ def test_profile_totals_do_not_depend_on_arrival_order(
         return
     shuffled = list(events)
     rnd.shuffle(shuffled)
-    in_order, _ = run(Engine(), events, now=T0 + 10_000)
-    arrived, _ = run(Engine(), shuffled, now=T0 + 10_000)
+    in_order, _ = run(Engine(), events)
+    arrived, _ = run(Engine(), shuffled)
     for name in ("first_seen", "last_seen", "events_total", "event_counts", "orders"):
         assert getattr(arrived, name) == getattr(in_order, name), name
     assert arrived.revenue == pytest.approx(in_order.revenue)

@@ -23,10 +23,10 @@ from engine.customer import (
 from engine.identity import AnonymousState, Link, ToCustomer, link_of, resolve
 from engine.merge import merge_states
 from engine.profile import CustomerState
-from engine.triggers import abandoned_cart
+from tests.unit.test_customer import CART_RULES
 
 T0 = 1_700_000_000.0
-ENGINE = Engine([abandoned_cart(1800.0)], dedup_window_s=3600.0)
+ENGINE = Engine(CART_RULES, dedup_window_s=3600.0)
 
 
 def at(ts: float) -> datetime:
@@ -80,8 +80,8 @@ def identify(eid: str, ts: float, customer: str, anon: str) -> ev.Identify:
 
 
 def test_a_repeated_event_id_is_dropped_and_counted() -> None:
-    state, _ = ENGINE.apply(None, cart("e1", T0, "s", customer="c"), T0)
-    state, effects = ENGINE.apply(state, cart("e1", T0, "s", customer="c"), T0 + 1)
+    state, _ = ENGINE.apply(None, cart("e1", T0, "s", customer="c"))
+    state, effects = ENGINE.apply(state, cart("e1", T0, "s", customer="c"))
     assert state.cart_quantity == 1 and state.events_total == 1
     assert state.duplicates == 1
     assert DuplicateDropped("c", "e1") in effects
@@ -90,11 +90,11 @@ def test_a_repeated_event_id_is_dropped_and_counted() -> None:
 def test_dedup_memory_is_bounded_and_keeps_recent_ids() -> None:
     state: CustomerState | None = None
     for i in range(5000):
-        state, _ = ENGINE.apply(state, view(f"e{i}", T0 + i, "s", customer="c"), T0 + i)
+        state, _ = ENGINE.apply(state, view(f"e{i}", T0 + i, "s", customer="c"))
     assert state is not None
     assert len(state.seen_ids) <= 2000
     # The most recent ids are still remembered.
-    state, effects = ENGINE.apply(state, view("e4999", T0 + 4999, "s", customer="c"), T0 + 5000)
+    state, effects = ENGINE.apply(state, view("e4999", T0 + 4999, "s", customer="c"))
     assert any(isinstance(e, DuplicateDropped) for e in effects)
 
 
@@ -102,7 +102,7 @@ def test_dedup_memory_is_bounded_and_keeps_recent_ids() -> None:
 def test_replaying_any_events_twice_counts_them_once(ids: list[int]) -> None:
     state: CustomerState | None = None
     for i in ids + ids:
-        state, _ = ENGINE.apply(state, view(f"e{i}", T0 + i, f"s{i % 4}", customer="c"), T0)
+        state, _ = ENGINE.apply(state, view(f"e{i}", T0 + i, f"s{i % 4}", customer="c"))
     assert state is not None
     assert state.events_total == len(set(ids))
     assert state.duplicates == len(ids) * 2 - len(set(ids))
@@ -114,7 +114,7 @@ def test_replaying_any_events_twice_counts_them_once(ids: list[int]) -> None:
 def _profile(customer: str, events: list[ev.BaseEvent]) -> CustomerState:
     state: CustomerState | None = CustomerState(customer_id=customer)
     for e in events:
-        state, _ = ENGINE.apply(state, e, e.ts)
+        state, _ = ENGINE.apply(state, e)
     assert state is not None
     return state
 
@@ -190,7 +190,7 @@ def _link(
 ) -> tuple[AnonymousState, list[object]]:
     link = link_of(identify("i1", ts, customer, anon))
     assert link is not None
-    state, out = resolve(ENGINE, engine_anon, link, ts)
+    state, out = resolve(ENGINE, engine_anon, link)
     return state, list(out)
 
 
@@ -201,13 +201,13 @@ def test_only_events_with_both_ids_make_a_link() -> None:
 
 
 def test_anonymous_events_build_their_own_profile_until_linked() -> None:
-    anon, out = resolve(ENGINE, None, view("a1", T0, "s", anon="x"), T0)
+    anon, out = resolve(ENGINE, None, view("a1", T0, "s", anon="x"))
     assert anon.profile is not None and anon.profile.customer_id == "anon:x"
     assert not any(isinstance(o, ToCustomer) for o in out)
 
 
 def test_the_link_carries_the_anonymous_profile_to_the_customer() -> None:
-    anon, _ = resolve(ENGINE, None, cart("a1", T0, "s", anon="x"), T0)
+    anon, _ = resolve(ENGINE, None, cart("a1", T0, "s", anon="x"))
     anon, out = _link(anon, "c", "x", T0 + 1)
     [forward] = [o for o in out if isinstance(o, ToCustomer)]
     assert forward.customer_id == "c" and forward.event is None
@@ -223,7 +223,7 @@ def test_a_link_without_anonymous_history_only_records_the_alias() -> None:
 
 def test_after_the_link_anonymous_events_go_to_the_customer() -> None:
     anon, _ = _link(None, "c", "x", T0)
-    anon, out = resolve(ENGINE, anon, view("a2", T0 + 1, "s", anon="x"), T0 + 1)
+    anon, out = resolve(ENGINE, anon, view("a2", T0 + 1, "s", anon="x"))
     [forward] = out
     assert isinstance(forward, ToCustomer)
     assert forward.customer_id == "c"
@@ -239,8 +239,8 @@ def test_the_first_link_wins_on_a_shared_device() -> None:
 
 def test_an_anonymous_cart_fires_for_the_customer_after_merge() -> None:
     """The timer travels with the merged profile, now with an e-mail to send to."""
-    anon, _ = resolve(ENGINE, None, cart("a1", T0, "s", anon="x"), T0)
-    state, _ = ENGINE.apply(None, identify("i1", T0 + 1, "c", "x"), T0 + 1)
+    anon, _ = resolve(ENGINE, None, cart("a1", T0, "s", anon="x"))
+    state, _ = ENGINE.apply(None, identify("i1", T0 + 1, "c", "x"))
     anon, out = _link(anon, "c", "x", T0 + 1)
     [forward] = [o for o in out if isinstance(o, ToCustomer)]
     assert forward.merge is not None
@@ -254,6 +254,6 @@ def test_an_anonymous_cart_fires_for_the_customer_after_merge() -> None:
 
 def test_resolving_keeps_anonymous_state_fresh_per_id() -> None:
     anon = AnonymousState(anonymous_id="x")
-    anon, _ = resolve(ENGINE, anon, view("a1", T0, "s", anon="x"), T0)
-    anon, _ = resolve(ENGINE, anon, view("a1", T0, "s", anon="x"), T0)
+    anon, _ = resolve(ENGINE, anon, view("a1", T0, "s", anon="x"))
+    anon, _ = resolve(ENGINE, anon, view("a1", T0, "s", anon="x"))
     assert anon.profile is not None and anon.profile.duplicates == 1

@@ -8,9 +8,10 @@ import msgspec
 import pytest
 
 from engine import events as ev
+from engine.control import decode_control, encode_control
 from engine.customer import Engine, ProfileRemoved, SegmentsChanged
 from engine.identity import ToCustomer, erasure_inputs, link_of, resolve
-from engine.privacy import EraseAnonymous, EraseCustomer, decode_control, encode_control
+from engine.privacy import EraseAnonymous, EraseCustomer
 from engine.profile import CustomerState
 
 T0 = 1_700_000_000.0
@@ -30,7 +31,7 @@ def cart(eid: str, ts: float, customer: str | None = "c", anon: str | None = Non
 def _history(n: int) -> CustomerState:
     state: CustomerState | None = None
     for i in range(n):
-        state, _ = ENGINE.apply(state, cart(f"e{i}", T0 + i), T0 + i)
+        state, _ = ENGINE.apply(state, cart(f"e{i}", T0 + i))
     assert state is not None
     return state
 
@@ -48,14 +49,14 @@ def test_erasure_removes_the_profile_and_its_segments() -> None:
 def test_replaying_history_after_erasure_cannot_resurrect_the_profile() -> None:
     tomb, _ = Engine.erase(_history(3), "c", T0 + 100)
     for i in range(3):
-        tomb, effects = ENGINE.apply(tomb, cart(f"e{i}", T0 + i), T0 + 500)
+        tomb, effects = ENGINE.apply(tomb, cart(f"e{i}", T0 + i))
         assert effects == []
     assert tomb.events_total == 0 and tomb.ignored_after_erasure == 3
 
 
 def test_activity_after_the_erasure_starts_a_fresh_profile() -> None:
     tomb, _ = Engine.erase(_history(3), "c", T0 + 100)
-    state, _ = ENGINE.apply(tomb, cart("new", T0 + 200), T0 + 200)
+    state, _ = ENGINE.apply(tomb, cart("new", T0 + 200))
     assert state.events_total == 1 and state.cart_quantity == 1
     assert state.erased_at == T0 + 100  # older history still cannot come back
 
@@ -68,8 +69,8 @@ def test_erasure_reaches_linked_anonymous_ids() -> None:
 
 
 def test_an_erased_anonymous_id_forgets_its_profile_and_alias() -> None:
-    anon, _ = resolve(ENGINE, None, cart("a1", T0, customer=None, anon="x"), T0)
-    anon, effects = resolve(ENGINE, anon, EraseAnonymous("x", T0 + 100), T0 + 100)
+    anon, _ = resolve(ENGINE, None, cart("a1", T0, customer=None, anon="x"))
+    anon, effects = resolve(ENGINE, anon, EraseAnonymous("x", T0 + 100))
     assert ProfileRemoved("anon:x") in effects
     assert anon.profile is None and anon.customer_id is None
     # A replayed identify from before the erasure does not relink.
@@ -77,9 +78,9 @@ def test_an_erased_anonymous_id_forgets_its_profile_and_alias() -> None:
         ev.Identify(event_id="i", customer_id="c", anonymous_id="x", timestamp=at(T0 + 50))
     )
     assert link is not None
-    anon, effects = resolve(ENGINE, anon, link, T0 + 200)
+    anon, effects = resolve(ENGINE, anon, link)
     assert effects == [] and anon.customer_id is None
-    anon, effects = resolve(ENGINE, anon, cart("a1", T0, customer=None, anon="x"), T0 + 200)
+    anon, effects = resolve(ENGINE, anon, cart("a1", T0, customer=None, anon="x"))
     assert effects == [] and anon.profile is None
 
 
