@@ -249,6 +249,37 @@ def _bound_integers(node: Any) -> None:
             _bound_integers(value)
 
 
+# Rules --------------------------------------------------------------------------
+
+
+class RulesToValidate(Struct, frozen=True, forbid_unknown_fields=True):
+    """Rule files to check: file name -> YAML text (a rule, or policy.yaml).
+
+    They are checked together with the other files of the API's rule directory
+    (a posted file replaces the one of the same name) unless ``alone`` is true.
+    """
+
+    files: Annotated[dict[str, str], Meta(min_length=1, max_length=500)]
+    alone: bool = False
+
+
+class RuleProblem(Struct, frozen=True):
+    file: str
+    line: int
+    column: int
+    message: str
+    text: str  # "file:line:col: message"
+
+
+class RulesValidation(Struct, frozen=True, kw_only=True):
+    """``valid`` false lists every problem; true gives the version the set would deploy as."""
+
+    valid: bool
+    version: str | None
+    rules: int  # enabled rules in the set
+    problems: list[RuleProblem]
+
+
 def _components() -> dict[str, Any]:
     types: list[Any] = [
         Event,
@@ -266,6 +297,8 @@ def _components() -> dict[str, Any]:
         Recommendations,
         ErasureAccepted,
         CustomerExport,
+        RulesToValidate,
+        RulesValidation,
     ]
     (event, *_), components = msgspec.json.schema_components(types, ref_template=_REF)
     components["Event"] = event  # the tagged union: anyOf with a discriminator on "type"

@@ -1,17 +1,21 @@
 """Bytewax stateful logic around the pure engine: one instance per key.
 
-Timers are part of the state, so after a crash they come back with the
-snapshot and fire from Bytewax's own notification mechanism.
+Pending rule actions are part of the state, so after a crash they come back
+with the snapshot. They fire from Bytewax's own notification mechanism when
+the process's stream clock (dataflows/stream_clock.py) has passed their due
+time; the engine decides them as of that due time.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
+from typing import Generic, TypeVar
 
 from bytewax.operators import StatefulLogic
 
+from dataflows.stream_clock import StreamClock
 from engine import identity
 from engine.customer import Effect, Engine
 from engine.events import BaseEvent
@@ -19,42 +23,60 @@ from engine.identity import AnonymousState, Link, ToCustomer
 from engine.privacy import EraseAnonymous
 from engine.profile import CustomerState
 
+T = TypeVar("T")
+U = TypeVar("U")
 
-def _at(due: float | None) -> datetime | None:
-    return None if due is None else datetime.fromtimestamp(due, tz=UTC)
+
+class Stamped(Generic[T]):
+    """An item with the watermark of the partition it was read from (see StreamClock)."""
+
+    __slots__ = ("item", "source", "watermark")
+
+    def __init__(self, item: T, source: str = "", watermark: float = float("-inf")) -> None:
+        self.item = item
+        self.source = source
+        self.watermark = watermark
+
+    def carrying(self, item: U) -> Stamped[U]:
+        return Stamped(item, self.source, self.watermark)
 
 
-class CustomerLogic(StatefulLogic[ToCustomer, Effect, CustomerState]):
+class CustomerLogic(StatefulLogic[Stamped[ToCustomer], Effect, CustomerState]):
     """A known customer's state: merges anonymous profiles, applies events."""
 
-    def __init__(self, engine: Engine, state: CustomerState | None) -> None:
+    def __init__(self, engine: Engine, clock: StreamClock, state: CustomerState | None) -> None:
         self._engine = engine
+        self._clock = clock
         self._state = state
 
-    def on_item(self, value: ToCustomer) -> tuple[Iterable[Effect], bool]:
+    def on_item(self, value: Stamped[ToCustomer]) -> tuple[Iterable[Effect], bool]:
+        self._clock.observe(value.source, value.watermark, time.time())
+        item = value.item
         effects: list[Effect] = []
-        if value.erase_at is not None:
-            self._state, effects = self._engine.erase(
-                self._state, value.customer_id, value.erase_at
-            )
+        if item.erase_at is not None:
+            self._state, effects = self._engine.erase(self._state, item.customer_id, item.erase_at)
             return effects, StatefulLogic.RETAIN
-        if value.merge is not None:
-            self._state, effects = self._engine.absorb(self._state, value.merge, value.customer_id)
-        if value.event is not None:
-            self._state, more = self._engine.apply(self._state, value.event, time.time())
+        if item.merge is not None:
+            self._state, effects = self._engine.absorb(self._state, item.merge, item.customer_id)
+        if item.event is not None:
+            self._state, more = self._engine.apply(self._state, item.event)
             effects.extend(more)
         return effects, StatefulLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[Effect], bool]:
         if self._state is None:
             return (), StatefulLogic.DISCARD
-        return self._engine.fire_due(self._state, time.time()), StatefulLogic.RETAIN
+        until = self._clock.now(time.time())
+        return self._engine.fire_due(self._state, until), StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[Effect], bool]:
         return (), StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        return None if self._state is None else _at(Engine.next_due(self._state))
+        if self._state is None:
+            return None
+        due = Engine.next_due(self._state)
+        return None if due is None else self._clock.wake_at(due, time.time())
 
     def snapshot(self) -> CustomerState:
         assert self._state is not None
@@ -62,29 +84,39 @@ class CustomerLogic(StatefulLogic[ToCustomer, Effect, CustomerState]):
 
 
 AnonymousInput = BaseEvent | Link | EraseAnonymous
+AnonymousOutput = Stamped[ToCustomer] | Effect
 
 
-class AnonymousLogic(StatefulLogic[AnonymousInput, ToCustomer | Effect, AnonymousState]):
+class AnonymousLogic(StatefulLogic[Stamped[AnonymousInput], AnonymousOutput, AnonymousState]):
     """An anonymous id's state: its own profile until identified, then an alias."""
 
-    def __init__(self, engine: Engine, state: AnonymousState | None) -> None:
+    def __init__(self, engine: Engine, clock: StreamClock, state: AnonymousState | None) -> None:
         self._engine = engine
+        self._clock = clock
         self._state = state
 
-    def on_item(self, value: AnonymousInput) -> tuple[Iterable[ToCustomer | Effect], bool]:
-        self._state, out = identity.resolve(self._engine, self._state, value, time.time())
-        return out, StatefulLogic.RETAIN
+    def on_item(self, value: Stamped[AnonymousInput]) -> tuple[Iterable[AnonymousOutput], bool]:
+        self._clock.observe(value.source, value.watermark, time.time())
+        self._state, out = identity.resolve(self._engine, self._state, value.item)
+        # What goes on to a customer keeps the stamp of the partition it came from.
+        return [value.carrying(o) if isinstance(o, ToCustomer) else o for o in out], (
+            StatefulLogic.RETAIN
+        )
 
-    def on_notify(self) -> tuple[Iterable[ToCustomer | Effect], bool]:
+    def on_notify(self) -> tuple[Iterable[AnonymousOutput], bool]:
         if self._state is None:
             return (), StatefulLogic.DISCARD
-        return identity.fire_due(self._engine, self._state, time.time()), StatefulLogic.RETAIN
+        until = self._clock.now(time.time())
+        return identity.fire_due(self._engine, self._state, until), StatefulLogic.RETAIN
 
-    def on_eof(self) -> tuple[Iterable[ToCustomer | Effect], bool]:
+    def on_eof(self) -> tuple[Iterable[AnonymousOutput], bool]:
         return (), StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        return None if self._state is None else _at(identity.next_due(self._state))
+        if self._state is None:
+            return None
+        due = identity.next_due(self._state)
+        return None if due is None else self._clock.wake_at(due, time.time())
 
     def snapshot(self) -> AnonymousState:
         assert self._state is not None

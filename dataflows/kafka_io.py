@@ -5,10 +5,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 import msgspec
-import orjson
 from bytewax.connectors.kafka import (
     KafkaError,
     KafkaSink,
@@ -18,13 +16,15 @@ from bytewax.connectors.kafka import (
 )
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
+from engine.control import ControlMessage, decode_control
 from engine.decode import DeadLetter, decode_event
 from engine.events import BaseEvent
-from engine.privacy import EraseCustomer, decode_control
-from engine.triggers import Trigger
+from engine.triggers import Decision, Trigger
 from pulse.settings import Settings
 
 log = logging.getLogger(__name__)
+
+_json = msgspec.json.Encoder()
 
 RawMessage = KafkaSourceMessage[bytes | None, bytes | None]
 
@@ -65,7 +65,7 @@ def decode_control_record(msg: RawMessage | KafkaError[bytes | None, bytes | Non
     return _decoded(msg, _parse_control)
 
 
-def _parse_control(raw: bytes | None) -> EraseCustomer | DeadLetter:
+def _parse_control(raw: bytes | None) -> ControlMessage | DeadLetter:
     raw = raw or b""
     try:
         return decode_control(raw)
@@ -84,7 +84,7 @@ class Decoded:
 
     def __init__(
         self,
-        item: BaseEvent | EraseCustomer | DeadLetter,
+        item: BaseEvent | ControlMessage | DeadLetter,
         topic: str | None,
         partition: int | None,
         offset: int | None,
@@ -101,7 +101,7 @@ def decode(msg: RawMessage | KafkaError[bytes | None, bytes | None]) -> Decoded:
 
 def _decoded(
     msg: RawMessage | KafkaError[bytes | None, bytes | None],
-    parse: Callable[[bytes | None], BaseEvent | EraseCustomer | DeadLetter],
+    parse: Callable[[bytes | None], BaseEvent | ControlMessage | DeadLetter],
 ) -> Decoded:
     """A source record parsed, or its Kafka error as a dead letter, with its position."""
     if isinstance(msg, KafkaError):
@@ -133,20 +133,18 @@ def dead_letter_message(settings: Settings, decoded: Decoded) -> KafkaSinkMessag
 
 
 def trigger_message(settings: Settings, trigger: Trigger) -> KafkaSinkMessage[bytes, bytes]:
-    value: Any = orjson.dumps(
-        {
-            "trigger_id": trigger.trigger_id,
-            "rule_id": trigger.rule_id,
-            "customer_id": trigger.customer_id,
-            "origin_event_id": trigger.origin_event_id,
-            "fired_at": trigger.fired_at,
-            "channel": trigger.channel,
-            "payload": trigger.payload,
-        }
-    )
     return KafkaSinkMessage(
         trigger.customer_id.encode(),
-        value,
+        _json.encode(trigger),
         topic=settings.triggers_topic,
         headers=[("pulse.trigger_id", trigger.trigger_id.encode())],
+    )
+
+
+def decision_message(settings: Settings, decision: Decision) -> KafkaSinkMessage[bytes, bytes]:
+    return KafkaSinkMessage(
+        decision.customer_id.encode(),
+        _json.encode(decision),
+        topic=settings.decisions_topic,
+        headers=[("pulse.rule_id", decision.rule_id.encode())],
     )

@@ -14,7 +14,12 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
 from dataflows.personalize import build_flow
+from dataflows.rule_registry import RuleRegistry
+from dataflows.stream_clock import PartitionTime, StreamClock
+from engine.customer import Engine
 from engine.profile import STATE_VERSION
+from engine.rules.ruleset import RuleBook
+from pulse.rules_files import RulesFileError, load_loyalty, load_rules
 from pulse.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,6 +61,31 @@ def keep_state_out_of_gc(every_s: float = 10.0) -> threading.Thread:
     return thread
 
 
+def build_engine(settings: Settings) -> Engine:
+    """The engine with the rules and loyalty programme of ``rules_dir``.
+
+    The rules found there are the base version, in force until the first
+    deployment on the control topic takes over. An invalid rule directory
+    stops the start with every problem listed, rather than running without
+    the rules a marketer expects.
+    """
+    loaded = load_rules(settings.rules_dir)
+    if loaded.rules is None:
+        problems = "\n".join(f"  {p}" for p in loaded.problems)
+        raise RulesFileError(f"the rules in {settings.rules_dir} have problems:\n{problems}")
+    log.info(
+        "rules from %s: version %s, %d rule(s) enabled",
+        settings.rules_dir,
+        loaded.rules.version,
+        len(loaded.rules.rules),
+    )
+    return Engine(
+        RuleBook(loaded.rules),
+        dedup_window_s=settings.dedup_window_s,
+        loyalty=load_loyalty(settings.rules_dir),
+    )
+
+
 def run(
     settings: Settings,
     *,
@@ -63,7 +93,13 @@ def run(
     process_id: int | None = None,
     addresses: list[str] | None = None,
 ) -> None:
-    flow = build_flow(settings)
+    engine = build_engine(settings)
+    partition_time = PartitionTime(settings.event_lateness_s)
+    clock = StreamClock(settings.event_lateness_s, started_at=time.time())
+    registry = RuleRegistry(settings, engine.book, stream_time=partition_time.latest)
+    registry.catch_up()
+    registry.follow()
+    flow = build_flow(settings, engine, clock, partition_time)
     recovery = None
     if recovery_dir is not None:
         # Snapshots are kept per state version (engine.profile.STATE_VERSION):

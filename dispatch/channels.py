@@ -18,6 +18,9 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_key: str
     rule_id: str
     customer_id: str
+    channel: str  # the channel the rule chose (email, sms, push, webhook, in_app)
+    template: str
+    recipient: dict[str, str]
     payload: dict[str, object]
 
 
@@ -33,7 +36,8 @@ class Channel(Protocol):
 
 
 class LogChannel:
-    """Writes each delivery as one JSON line: the demo's and tests' endpoint."""
+    """Writes each delivery as one JSON line, whatever channel the rule chose:
+    the demo's and tests' endpoint until real channels exist."""
 
     name = "log"
 
@@ -46,6 +50,9 @@ class LogChannel:
                 "delivered": message.idempotency_key,
                 "rule_id": message.rule_id,
                 "customer_id": message.customer_id,
+                "channel": message.channel,
+                "template": message.template,
+                "recipient": message.recipient,
                 "payload": message.payload,
             }
         ).decode()

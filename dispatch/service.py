@@ -13,7 +13,6 @@ import logging
 import signal
 import threading
 import time
-from typing import Any
 
 import msgspec
 import orjson
@@ -22,6 +21,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer
 
 from dispatch.channels import Channel, channel_for
 from dispatch.channels import Message as ChannelMessage
+from engine.triggers import Trigger
 from pulse.keys import RedisKeys
 from pulse.settings import Settings
 
@@ -30,17 +30,7 @@ log = logging.getLogger(__name__)
 _CLAIM_TTL_S = 30 * 24 * 3600  # remember deliveries for 30 days
 
 
-class TriggerRecord(msgspec.Struct, frozen=True):
-    trigger_id: str
-    rule_id: str
-    customer_id: str
-    origin_event_id: str
-    fired_at: float
-    channel: str = "log"
-    payload: dict[str, Any] = {}
-
-
-_decode_trigger = msgspec.json.Decoder(TriggerRecord).decode
+_decode_trigger = msgspec.json.Decoder(Trigger).decode
 
 
 class Dispatcher:
@@ -69,6 +59,7 @@ class Dispatcher:
         self.stopping = threading.Event()
         self.delivered = 0
         self.duplicates = 0
+        self.expired = 0
 
     def run(self) -> None:
         self.consumer.subscribe([self.settings.triggers_topic])
@@ -88,9 +79,10 @@ class Dispatcher:
             self.consumer.close()
             self.producer.flush(10)
             log.info(
-                "dispatcher stopped: %d delivered, %d duplicates skipped",
+                "dispatcher stopped: %d delivered, %d duplicates skipped, %d expired",
                 self.delivered,
                 self.duplicates,
+                self.expired,
             )
 
     def _handle(self, msg: Message) -> None:
@@ -102,10 +94,22 @@ class Dispatcher:
         raw = msg.value() or b""
         try:
             trigger = _decode_trigger(raw)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self._dead_letter(raw, f"undecodable trigger: {exc}", msg)
             return
         key = self.keys.delivery(trigger.trigger_id)
+        if trigger.deadline < time.time():
+            # Too late to be worth sending (a replay of old history, a long
+            # outage): recorded, not delivered.
+            if self.redis.set(key, "expired", nx=True, ex=_CLAIM_TTL_S):
+                self.expired += 1
+                log.info(
+                    "trigger %s (%s) expired %.0f s ago: not sent",
+                    trigger.trigger_id,
+                    trigger.rule_id,
+                    time.time() - trigger.deadline,
+                )
+            return
         claimed = self.redis.set(key, "sending", nx=True, ex=_CLAIM_TTL_S)
         if not claimed:
             previous = self.redis.get(key)
@@ -120,6 +124,9 @@ class Dispatcher:
                 idempotency_key=trigger.trigger_id,
                 rule_id=trigger.rule_id,
                 customer_id=trigger.customer_id,
+                channel=trigger.channel,
+                template=trigger.template,
+                recipient=trigger.recipient,
                 payload=trigger.payload,
             )
         )
@@ -132,7 +139,7 @@ class Dispatcher:
             )
         self._report_outcome(trigger, outcome.status)
 
-    def _report_outcome(self, trigger: TriggerRecord, status: str) -> None:
+    def _report_outcome(self, trigger: Trigger, status: str) -> None:
         """Send the delivery outcome back as an event so profiles learn from it."""
         if status != "sent":
             return

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from pulse.rules_files import RulesFileError
 from pulse.services.process import ServiceError
 from pulse.settings import Settings, SettingsError, load_settings
 
@@ -27,6 +28,7 @@ Typical session:
   pulse run              the dataflow       (one terminal each,
   pulse api              the HTTP API        or just `pulse demo`)
   pulse dispatch         the trigger dispatcher
+  pulse rules check      marketers: check, test, dry-run and deploy rules/*.yaml
 
 Settings come from PULSE_* environment variables and an optional TOML file
 (--config or PULSE_CONFIG); `pulse config` prints the effective ones.
@@ -116,8 +118,14 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pulse.demo import run_demo
 
-    settings = _settings(args, abandoned_cart_delay_s=args.cart_delay)
+    settings = _settings(args)
     return run_demo(settings, customers=args.customers, rate=args.rate, config=args.config)
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from pulse import rules_cli
+
+    return rules_cli.run(args, _settings(args))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -230,10 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         cmd_run,
         "run the personalization dataflow",
-        "Consume pulse.events, update per-customer state, write profiles to Redis\n"
-        "and fire triggers to pulse.triggers. State snapshots go to the recovery\n"
-        "directory (default .cache/recovery/<topic_prefix>) every\n"
-        "snapshot_interval_s; a restart resumes from the last snapshot.",
+        "Consume pulse.events, update per-customer state, write profiles to Redis,\n"
+        "evaluate the trigger rules of rules_dir (then each deployed version) and\n"
+        "write triggers to pulse.triggers and every decision to pulse.decisions.\n"
+        "An invalid rule directory stops the start with every problem listed.\n"
+        "State snapshots go to the recovery directory (default\n"
+        ".cache/recovery/<topic_prefix>) every snapshot_interval_s; a restart\n"
+        "resumes from the last snapshot.",
     )
     p.add_argument("--recovery-dir", metavar="DIR", help="where recovery snapshots live")
     p.add_argument(
@@ -317,12 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--customers", type=int, default=200, help="simulated customers (200)")
     p.add_argument("--rate", type=float, default=300.0, help="events per second (300)")
-    p.add_argument(
-        "--cart-delay",
-        type=float,
-        default=5.0,
-        help="abandoned-cart delay in seconds for the demo (5)",
-    )
+
+    from pulse import rules_cli
+
+    rules_cli.add_parser(sub, argparse.RawDescriptionHelpFormatter)
+    sub.choices["rules"].set_defaults(func=cmd_rules)
     return parser
 
 
@@ -341,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"pulse: invalid settings: {exc}", file=sys.stderr)
         return 2
-    except ServiceError as exc:
+    except (ServiceError, RulesFileError) as exc:
         print(f"pulse: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -22,6 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pulse import services
+from pulse.keys import RedisKeys
+from pulse.rules_files import copy_with_waits
 from pulse.sample_stream import shopper_events
 from pulse.settings import Settings
 
@@ -92,6 +94,16 @@ def run_demo(settings: Settings, *, customers: int, rate: float, config: str | N
         f"in {time.monotonic() - started_at:.1f} s"
     )
 
+    # The shipped rules wait 30 minutes and more; the demo's copy waits seconds.
+    settings = msgspec.structs.replace(
+        settings,
+        rules_dir=str(copy_with_waits(settings.rules_dir, log_dir / "rules", DEMO_WAITS)),
+    )
+    console.print(
+        "rules: the shipped rules/ with shorter waits for the demo ("
+        + ", ".join(f"{rule} {wait}" for rule, wait in DEMO_WAITS.items())
+        + ")"
+    )
     procs = _Processes(settings, config, log_dir)
     triggers: list[dict[str, Any]] = []
     try:
@@ -110,8 +122,8 @@ def run_demo(settings: Settings, *, customers: int, rate: float, config: str | N
         )
 
         sent = _send_traffic(settings, procs, customers, rate)
-        wait_s = settings.abandoned_cart_delay_s + 5
-        console.print(f"waiting {wait_s:.0f} s for abandoned-cart timers to fire...")
+        wait_s = max(_seconds(w) for w in DEMO_WAITS.values()) + settings.event_lateness_s + 5
+        console.print(f"waiting {wait_s:.0f} s for the rules' waits to run out...")
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             procs.check()
@@ -140,6 +152,15 @@ def run_demo(settings: Settings, *, customers: int, rate: float, config: str | N
             "(`pulse services down` stops them)"
         )
     return 0 if triggers else 1
+
+
+DEMO_WAITS = {"abandoned_cart": "10s", "browse_abandonment": "15s", "review_request": "20s"}
+
+
+def _seconds(duration: str) -> float:
+    from engine.rules.durations import parse_duration
+
+    return parse_duration(duration)
 
 
 def _wait_ready(settings: Settings, procs: _Processes, timeout_s: float = 60) -> None:
@@ -223,11 +244,11 @@ def _print_triggers(stream: IO[bytes], sink: list[dict[str, Any]]) -> None:
         except orjson.JSONDecodeError:
             continue
         sink.append(delivery)
-        payload = delivery.get("payload", {})
-        items = len(payload.get("cart", []))
+        payload = orjson.dumps(delivery.get("payload", {})).decode()
         console.print(
-            f"[bold magenta]trigger[/] {delivery['rule_id']} -> {delivery['customer_id']}: "
-            f"{items} item(s) worth {payload.get('cart_value', 0):.2f} left in the cart"
+            f"[bold magenta]trigger[/] {delivery['rule_id']} -> {delivery['customer_id']} "
+            f"by {delivery.get('channel')} ({delivery.get('template')}): "
+            f"{payload[:90] + '...' if len(payload) > 90 else payload}"
         )
 
 
@@ -238,9 +259,11 @@ def _show_results(settings: Settings, sent: Counter[str], triggers: list[dict[st
     for kind, count in sent.most_common():
         table.add_row(kind, str(count))
     console.print(table)
-    console.print(f"[bold]{len(triggers)} abandoned-cart trigger(s) delivered[/]")
+    _show_decisions(settings)
+    console.print(f"[bold]{len(triggers)} trigger(s) delivered[/] (dispatcher log channel)")
 
-    customer = triggers[-1]["customer_id"] if triggers else "c-00000"
+    carts = [t for t in triggers if t["rule_id"] == "abandoned_cart"]
+    customer = (carts or triggers)[-1]["customer_id"] if triggers else "c-00000"
     status, profile = _request(settings, "GET", f"/v1/customers/{customer}/profile")
     console.rule(f"profile of {customer} (GET /v1/customers/{customer}/profile)")
     console.print_json(data=profile if status == 200 else {"status": status, "body": profile})
@@ -258,3 +281,40 @@ def _show_results(settings: Settings, sent: Counter[str], triggers: list[dict[st
             item["reason"],
         )
     console.print(recs_table)
+
+
+def _show_decisions(settings: Settings) -> None:
+    """Per rule: what fired, and why the rest was not sent (the same counts as `pulse status`)."""
+    import redis
+
+    from pulse.status import rule_status
+
+    client: redis.Redis = redis.Redis.from_url(settings.redis)
+    loaded, stats = rule_status(client, RedisKeys(settings.redis_prefix))
+    client.close()
+    version = loaded["version"] if loaded else "?"
+    table = Table(title=f"what the rules decided (version {version})")
+    for column in ("rule", "fired", "suppressed (by guard)", "held out", "deferred", "other"):
+        table.add_column(
+            column, justify="right" if column in ("fired", "held out", "deferred") else "left"
+        )
+    for rule_id, counts in stats.items():
+        suppressed = ", ".join(
+            f"{k.split(':', 1)[1]} {v}"
+            for k, v in sorted(counts.items(), key=lambda kv: -kv[1])
+            if k.startswith("suppressed:")
+        )
+        other = ", ".join(
+            f"{k} {v}"
+            for k, v in sorted(counts.items())
+            if k in ("entered", "cancelled", "exited", "converted")
+        )
+        table.add_row(
+            rule_id,
+            str(counts.get("fired", 0)),
+            suppressed or "-",
+            str(counts.get("held_out", 0)),
+            str(counts.get("deferred", 0)),
+            other or "-",
+        )
+    console.print(table)

@@ -38,3 +38,11 @@ class RedisKeys:
 
     def also_bought(self, sku: str) -> str:
         return f"{self.prefix}:item:{{{sku}}}:also"
+
+    def rules_status(self) -> str:
+        """The rule version the dataflow loaded last (JSON), for `pulse status`."""
+        return f"{self.prefix}:dataflow:rules"
+
+    def rule_stats(self, rule_id: str) -> str:
+        """Decision counts of one rule: outcome[:reason] -> count (absolute values)."""
+        return f"{self.prefix}:rule:{{{rule_id}}}:stats"

@@ -6,12 +6,15 @@ into one error naming the file.
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
 
 from engine.loyalty import DEFAULT_PROGRAM, LoyaltyError, LoyaltyProgram
 from engine.rfm import RfmBands, RfmError
+from engine.rules.validate import Loaded, load
 
 
 class RulesFileError(ValueError):
@@ -46,3 +49,44 @@ def load_rfm(rules_dir: str | Path) -> RfmBands:
         return RfmBands.from_mapping(data or {}, source=str(path))
     except RfmError as exc:
         raise RulesFileError(str(exc)) from None
+
+
+def rule_files(rules_dir: str | Path) -> dict[str, str]:
+    """The YAML files of a rule directory (not its tests/), name -> text.
+
+    Names are the paths as given plus the file name, which is what messages
+    show (``rules/abandoned_cart.yaml:12:5: ...``).
+    """
+    base = Path(rules_dir)
+    if not base.is_dir():
+        raise RulesFileError(f"{base}: no such directory")
+    files = {}
+    for path in sorted([*base.glob("*.yaml"), *base.glob("*.yml")]):
+        try:
+            files[str(path)] = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RulesFileError(f"{path}: {exc}") from None
+    return files
+
+
+def load_rules(rules_dir: str | Path) -> Loaded:
+    """Check and compile the trigger rules and policy of a rule directory."""
+    return load(rule_files(rules_dir))
+
+
+def copy_with_waits(source: str | Path, target: str | Path, waits: Mapping[str, str]) -> Path:
+    """Copy a rule directory, changing some rules' ``wait.for`` (rule id -> duration).
+
+    For the demo and tests, where a 30-minute wait would outlast the run;
+    every other file is copied unchanged, tests included.
+    """
+    src, dst = Path(source), Path(target)
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    for rule_id, duration in waits.items():
+        path = dst / f"{rule_id}.yaml"
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data.setdefault("wait", {})["for"] = duration
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return dst

@@ -16,6 +16,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 CATEGORIES = ("mugs", "candles", "kitchen", "garden", "toys", "stationery", "lighting", "bags")
+# Some near the stores of the shipped store_event rule, most not.
+_POSTCODES = ("75001", "75011", "69002", "13001", "10115", "80331", "EC1A 1BB", "28013")
 _ADJECTIVES = ("vintage", "retro", "pastel", "woodland", "spotty", "regency", "botanical", "party")
 
 
@@ -110,6 +112,8 @@ def _session(
                 "email": f"{customer}@example.com",
                 "first_name": customer.title(),
                 "timezone": rng.choice(("Europe/Paris", "Europe/Berlin", "Europe/Madrid")),
+                "postcode": rng.choice(_POSTCODES),
+                "birthday": _birthday(rng),
             },
         }
         yield {
@@ -162,6 +166,10 @@ def _session(
                 "ticket_id": ticket,
                 "channel": "call_center",
             }
+
+
+def _birthday(rng: random.Random) -> str:
+    return f"19{rng.randint(60, 99)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
 
 
 def _item(product: Product) -> dict[str, Any]:

@@ -52,11 +52,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # A repeated event id within this window (event time) is dropped and counted.
     dedup_window_s: float = 86400.0
 
-    # Marketers' files: loyalty.yaml (and trigger rules) live here.
+    # Marketers' files: trigger rules, policy.yaml, loyalty.yaml, rfm.yaml.
     rules_dir: str = str(PROJECT_ROOT / "rules")
-
-    # The foundation's one trigger rule; YAML rules replace it later.
-    abandoned_cart_delay_s: float = 1800.0
+    # A deployed rule version applies to events this long after `pulse rules
+    # deploy` published it, so every worker has it before the stream gets there.
+    rules_activation_s: float = 2.0
+    # Events may arrive this much out of time order within a partition; pending
+    # rule actions fire once the stream is this far past their due time.
+    event_lateness_s: float = 2.0
 
     # API.
     api_host: str = "127.0.0.1"
@@ -91,12 +94,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 raise SettingsError(f"{name}: must be at least 1, got {getattr(self, name)}")
         for name in (
             "snapshot_interval_s",
-            "abandoned_cart_delay_s",
             "ack_timeout_s",
             "dedup_window_s",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name}: must be positive, got {getattr(self, name)}")
+        for name in ("rules_activation_s", "event_lateness_s"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name}: must not be negative, got {getattr(self, name)}")
         if self.redis_url is not None and not self.redis_url.startswith(
             ("redis://", "rediss://", "unix://")
         ):
@@ -151,6 +156,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return self.topic("control")
 
     @property
+    def decisions_topic(self) -> str:
+        return self.topic("decisions")
+
+    @property
     def all_topics(self) -> tuple[str, ...]:
         return (
             self.events_topic,
@@ -158,6 +167,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             self.triggers_topic,
             self.triggers_dlq_topic,
             self.control_topic,
+            self.decisions_topic,
         )
 
     @property

@@ -45,6 +45,8 @@ class PipelineStatus:
     workers: int = 0
     last_progress_s_ago: float | None = None
     last_snapshot: str | None = None
+    rules: dict[str, Any] | None = None  # the version the dataflow loaded last
+    rule_stats: dict[str, dict[str, int]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -88,6 +90,21 @@ def _worker_counters(client: redis.Redis, keys: RedisKeys) -> dict[str, dict[str
     return {k.decode(): orjson.loads(v) for k, v in raw.items()}
 
 
+def rule_status(
+    client: redis.Redis, keys: RedisKeys
+) -> tuple[dict[str, Any] | None, dict[str, dict[str, int]]]:
+    """The dataflow's rule version and each rule's decision counts, from Redis."""
+    raw = client.get(keys.rules_status())
+    loaded = orjson.loads(raw) if isinstance(raw, bytes) else None
+    stats: dict[str, dict[str, int]] = {}
+    pattern = keys.rule_stats("*")
+    for key in client.scan_iter(match=pattern, count=1000):
+        rule_id = key.decode().split("{", 1)[1].split("}", 1)[0]
+        counts: dict[bytes, bytes] = client.hgetall(key)  # type: ignore[assignment]
+        stats[rule_id] = {k.decode(): int(v) for k, v in counts.items()}
+    return loaded, dict(sorted(stats.items()))
+
+
 def last_snapshot(recovery_dir: Path) -> str | None:
     """When the dataflow last wrote a snapshot (UTC), from its recovery partitions."""
     latest: str | None = None
@@ -115,6 +132,7 @@ def collect(settings: Settings, sample_s: float = 1.0) -> PipelineStatus:
         before = _worker_counters(client, keys)
         time.sleep(sample_s)
         after = _worker_counters(client, keys)
+        status.rules, status.rule_stats = rule_status(client, keys)
     except redis.RedisError as exc:
         status.errors.append(f"redis: {exc}")
         positions, before, after = {}, {}, {}
@@ -165,6 +183,38 @@ def render(status: PipelineStatus) -> str:
             lines.append(
                 f"  {r.topic:28} {r.partition:>4} {r.high_watermark:>10} {pos:>10} {lag:>8}"
             )
+    lines += _render_rules(status)
     for error in status.errors:
         lines.append(f"error: {error}")
     return "\n".join(lines)
+
+
+def _render_rules(status: PipelineStatus) -> list[str]:
+    lines = [""]
+    loaded = status.rules
+    if loaded is None:
+        lines.append("rules: the dataflow has not reported a rule version")
+    else:
+        effective = loaded.get("effective_at")
+        if effective is None:
+            since = "from rules_dir (nothing deployed)"
+        else:
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(effective))
+            since = (
+                f"in force since {when}" if effective <= time.time() else f"in force from {when}"
+            )
+        lines.append(f"rules: version {loaded['version']} ({loaded['rules']} enabled), {since}")
+    if status.rule_stats:
+        header = ("rule", "fired", "held out", "deferred", "converted")
+        lines.append("  {:22} {:>7} {:>8} {:>8} {:>9}  suppressed by".format(*header))
+        for rule_id, counts in status.rule_stats.items():
+            suppressed = ", ".join(
+                f"{k.split(':', 1)[1]} {v}"
+                for k, v in sorted(counts.items(), key=lambda kv: -kv[1])
+                if k.startswith("suppressed:")
+            )
+            numbers = (counts.get(k, 0) for k in ("fired", "held_out", "deferred", "converted"))
+            lines.append(
+                "  {:22} {:>7} {:>8} {:>8} {:>9}  {}".format(rule_id, *numbers, suppressed or "-")
+            )
+    return lines

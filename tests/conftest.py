@@ -55,7 +55,6 @@ def pulse_settings(live_services: Settings, tmp_path: Path) -> Iterator[Settings
         partitions=2,
         recovery_dir=str(tmp_path / "recovery"),
         snapshot_interval_s=1.0,
-        abandoned_cart_delay_s=3.0,
         redis_persistence=False,
     )
     ensure_topics(settings)

@@ -14,7 +14,8 @@ from fastapi import APIRouter, Depends
 from api import auth, deps, ingest, schemas
 from api.problems import problem, unavailable
 from api.producer import AckProducer, KafkaUnavailable
-from engine.privacy import EraseCustomer, encode_control
+from engine.control import encode_control
+from engine.privacy import EraseCustomer
 from engine.profile import ProfileView, decode_view, parse_view
 from engine.rfm import RfmBands, rfm
 from pulse.keys import RedisKeys

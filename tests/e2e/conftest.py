@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
+from pulse.rules_files import copy_with_waits
 from pulse.settings import Settings, load_settings
 from tests.helpers import PulseProcess, wait_for
 
@@ -19,8 +20,18 @@ WRITE_KEY = "e2e-write-key"
 READ_KEY = "e2e-read-key"
 
 
+# Waits of the shipped rules, shortened so a test sees them run out.
+SHORT_WAITS = {"abandoned_cart": "3s", "browse_abandonment": "3s", "review_request": "3s"}
+
+
 @pytest.fixture
-def stack(pulse_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+def rules_dir(tmp_path: Path) -> Path:
+    """The shipped rules with short waits; a test module may override this fixture."""
+    return copy_with_waits(load_settings(environ={}).rules_dir, tmp_path / "rules", SHORT_WAITS)
+
+
+@pytest.fixture
+def stack(pulse_settings: Settings, tmp_path: Path, rules_dir: Path) -> Iterator[Settings]:
     """Dataflow, API (with keys) and dispatcher as separate processes."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -30,6 +41,7 @@ def stack(pulse_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
         api_port=port,
         write_keys=(WRITE_KEY,),
         read_keys=(READ_KEY,),
+        rules_dir=str(rules_dir),
     )
     procs = [
         PulseProcess(settings, tmp_path, "dataflow", "run"),

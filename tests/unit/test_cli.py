@@ -16,7 +16,8 @@ import pytest
 
 from pulse.cli import build_parser, main
 
-EXPECTED = {"services", "config", "run", "api", "dispatch", "demo", "replay", "status"}
+EXPECTED = {"services", "config", "run", "api", "dispatch", "demo", "replay", "status", "rules"}
+RULES_ACTIONS = ("check", "test", "dry-run", "deploy", "rollback", "versions", "schema")
 
 
 def _subcommands() -> tuple[str, ...]:
@@ -77,6 +78,14 @@ def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
     assert "COMMAND" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("action", RULES_ACTIONS)
+def test_every_rules_action_has_help(action: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["rules", action, "--help"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: pulse rules " + action)
+
+
 def test_services_rejects_an_unknown_action(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args(["services", "restart"])
@@ -86,9 +95,18 @@ def test_services_rejects_an_unknown_action(capsys: pytest.CaptureFixture[str]) 
 
 def test_options_parse_to_the_expected_types() -> None:
     args = build_parser().parse_args(
-        ["--config", "x.toml", "demo", "--customers", "5", "--rate", "2.5", "--cart-delay", "1"]
+        ["--config", "x.toml", "demo", "--customers", "5", "--rate", "2.5"]
     )
-    assert (args.config, args.customers, args.rate, args.cart_delay) == ("x.toml", 5, 2.5, 1.0)
+    assert (args.config, args.customers, args.rate) == ("x.toml", 5, 2.5)
+    args = build_parser().parse_args(
+        ["rules", "dry-run", "win_back", "--from", "f.csv", "--preset", "online-retail"]
+    )
+    assert (args.rules, args.source, args.preset, args.contactable) == (
+        ["win_back"],
+        "f.csv",
+        "online-retail",
+        False,
+    )
     args = build_parser().parse_args(["run", "--workers", "3", "--no-recovery"])
     assert (args.workers, args.no_recovery, args.recovery_dir) == (3, True, None)
 

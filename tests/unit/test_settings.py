@@ -37,7 +37,7 @@ def test_empty_environment_gives_the_defaults() -> None:
     assert settings.partitions == 4
     assert settings.workers == 1
     assert settings.start_from == "earliest"
-    assert settings.abandoned_cart_delay_s == 1800.0
+    assert (settings.rules_activation_s, settings.event_lateness_s) == (2.0, 2.0)
     assert (settings.api_host, settings.api_port) == ("127.0.0.1", 8000)
     assert settings.write_keys == () and settings.read_keys == ()
     assert settings.redis_persistence is True
@@ -84,6 +84,7 @@ def test_derived_names_use_the_prefixes(tmp_path: Path) -> None:
         "t1.triggers",
         "t1.triggers.dlq",
         "t1.control",
+        "t1.decisions",
     }
     assert settings.effective_recovery_dir == tmp_path / "recovery" / "t1"
     explicit = load_settings(environ={"PULSE_RECOVERY_DIR": str(tmp_path / "r")})
@@ -99,7 +100,7 @@ def test_derived_names_use_the_prefixes(tmp_path: Path) -> None:
         ("PULSE_PARTITIONS", "12", "partitions", 12),
         ("PULSE_API_PORT", "9000", "api_port", 9000),
         ("PULSE_SNAPSHOT_INTERVAL_S", "2.5", "snapshot_interval_s", 2.5),
-        ("PULSE_ABANDONED_CART_DELAY_S", "30", "abandoned_cart_delay_s", 30.0),
+        ("PULSE_EVENT_LATENESS_S", "30", "event_lateness_s", 30.0),
         ("PULSE_REDIS_PERSISTENCE", "false", "redis_persistence", False),
         ("PULSE_REDIS_PERSISTENCE", "true", "redis_persistence", True),
         ("PULSE_REDIS_PERSISTENCE", "0", "redis_persistence", False),
@@ -204,7 +205,7 @@ def test_invalid_value_in_the_file_names_the_file(tmp_path: Path) -> None:
         ("PULSE_WORKERS", "1.5"),
         ("PULSE_API_PORT", "0"),
         ("PULSE_SNAPSHOT_INTERVAL_S", "0"),
-        ("PULSE_ABANDONED_CART_DELAY_S", "-1"),
+        ("PULSE_EVENT_LATENESS_S", "-1"),
         ("PULSE_REDIS_URL", "http://localhost:6379"),
         ("PULSE_REDIS_URL", "localhost:6379"),
         ("PULSE_START_FROM", "middle"),
@@ -297,7 +298,7 @@ settings_variants = st.builds(
     snapshot_interval_s=st.floats(0.001, 1e6),
     workers=st.integers(1, 16),
     start_from=st.sampled_from(["earliest", "latest"]),
-    abandoned_cart_delay_s=st.floats(0.001, 1e7),
+    event_lateness_s=st.floats(0, 1e7),
     redis_persistence=st.booleans(),
     log_level=st.sampled_from(["DEBUG", "INFO", "WARNING", "ERROR"]),
 )

@@ -1,0 +1,100 @@
+"""When to act on pending rule actions: an event-time clock per dataflow process.
+
+The engine decides a pending action as of its due time, so *what* it decides
+does not depend on when the dataflow asks. *When* matters for one thing: the
+customer's own events older than the due time must have been applied first.
+After a restart, or while catching up on a backlog, those events may still
+sit unread in Kafka; firing by the wall clock then would send an
+abandoned-cart reminder to a customer whose order is in the backlog.
+
+So pending actions fire when the *stream* has passed their due time. Every
+item routed to a customer carries a stamp from the partition it was read from:
+the latest event time read there minus the allowed lateness. The clock is the
+minimum over partitions heard from recently; a partition silent for
+``idle_s`` has nothing unread and follows the wall clock. Live, this is the
+wall clock less the lateness; catching up, it is the backlog's own time.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from datetime import UTC, datetime
+
+
+class PartitionTime:
+    """Source side: the latest event time read per partition, as a watermark."""
+
+    def __init__(self, lateness_s: float) -> None:
+        self.lateness_s = lateness_s
+        self._latest: dict[str, float] = {}
+
+    def observe(self, source: str, event_ts: float) -> float:
+        """Record an event read from ``source``; returns the source's watermark."""
+        latest = max(self._latest.get(source, -math.inf), event_ts)
+        self._latest[source] = latest
+        return latest - self.lateness_s
+
+    def latest(self) -> float:
+        """The latest event time read from any partition of this process."""
+        return max(self._latest.values(), default=-math.inf)
+
+
+class StreamClock:
+    """Customer side: event time the stream has certainly passed, for firing timers."""
+
+    def __init__(
+        self,
+        lateness_s: float,
+        started_at: float,
+        idle_s: float = 2.0,
+        live_window_s: float = 60.0,
+        recheck_s: float = 1.0,
+    ) -> None:
+        self.lateness_s = lateness_s
+        self.idle_s = idle_s
+        self.live_window_s = live_window_s
+        self.recheck_s = recheck_s
+        self._started_at = started_at
+        self._heard: dict[str, tuple[float, float]] = {}  # source -> (watermark, wall)
+        self._last = -math.inf
+        self._lock = threading.Lock()  # workers of one process share the clock
+
+    def observe(self, source: str, watermark: float, wall: float) -> None:
+        if not source:
+            return
+        with self._lock:
+            previous = self._heard.get(source)
+            mark = watermark if previous is None else max(previous[0], watermark)
+            self._heard[source] = (mark, wall)
+
+    def now(self, wall: float) -> float:
+        """The event time up to which pending actions may fire."""
+        follow_wall = wall - self.lateness_s
+        with self._lock:
+            if self._heard:
+                value = min(
+                    follow_wall if wall - heard_at > self.idle_s else min(mark, follow_wall)
+                    for mark, heard_at in self._heard.values()
+                )
+            elif wall - self._started_at > self.idle_s:
+                value = follow_wall  # nothing to read: the stream is idle
+            else:
+                value = -math.inf  # just started: wait for the backlog to show itself
+            self._last = max(self._last, value)
+            return self._last
+
+    def wake_at(self, due: float, wall: float) -> datetime:
+        """When (wall clock) to look at an action due at ``due`` (event time) again.
+
+        Live, the stream clock moves with the wall clock, so the wait is exact.
+        Catching up it moves faster, and the action is looked at again soon.
+        """
+        clock = self.now(wall)
+        if clock >= due:
+            at = wall
+        elif wall - clock < self.live_window_s:
+            at = wall + (due - clock)
+        else:
+            at = wall + min(due - clock, self.recheck_s)
+        return datetime.fromtimestamp(at, tz=UTC)
