@@ -1,13 +1,16 @@
-"""Profile throughput: decode + state update + Redis writes, per worker process.
+"""Profile throughput: decode + state update + rules + Redis writes, per worker process.
 
 For each size (number of customers) it produces a reproducible mix of shopper
 events to a fresh 1-partition topic, runs the real dataflow (`pulse run`, one
 process, one worker) and measures steady-state events/s from the dataflow's
-own progress counters (start-up excluded). It then reads Redis memory per
+own progress counters (start-up excluded), once with the shipped trigger rules
+and once with none, side by side on the same events, so the cost of rules is a
+ratio measured on one machine in one run. It then reads Redis memory per
 profile (MEMORY USAGE over a sample of profile hashes) and profiles the pure
 engine path in-process with cProfile, to show where the time goes.
 
     python -m benchmarks.profiles [--customers 10000,100000,1000000] [--events-per-customer 3]
+                                  [--rules both|on|off]
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ from benchmarks.recovery import caught_up, end_offsets
 from engine.customer import Engine
 from engine.decode import decode_event
 from engine.profile import CustomerState, profile_view
-from engine.triggers import abandoned_cart
+from engine.rules.ruleset import RuleSet
 from pulse.keys import RedisKeys
 from pulse.replay import replay
+from pulse.rules_files import load_loyalty, load_rules
 from pulse.settings import Settings, load_settings
 
 T0 = 1_767_600_000.0  # 2026-01-05
@@ -83,12 +87,14 @@ def synthetic_events(customers: int, per_customer: int, seed: int = 5) -> Iterat
                 "total": 24.5,
                 "items": [{"sku": sku, "price": 24.5, "category": category}],
             }
-        else:
+        elif roll < 0.98:
             event = {
                 **base,
                 "type": "identify",
                 "traits": {"email": f"c{c}@example.com", "timezone": "Europe/Paris"},
             }
+        else:
+            event = {**base, "type": "consent_changed", "consent_channel": "email", "granted": True}
         yield orjson.dumps(event)
 
 
@@ -144,9 +150,9 @@ def redis_memory(settings: Settings, sample: int = 500) -> dict[str, float]:
     }
 
 
-def engine_profile(events: list[bytes]) -> tuple[float, str]:
+def engine_profile(events: list[bytes], rules: RuleSet | None) -> tuple[float, str]:
     """Events/s of decode + apply + one view per event, in-process, and the top costs."""
-    engine = Engine([abandoned_cart(1800.0)])
+    engine = Engine(rules, loyalty=load_loyalty(load_settings().rules_dir))
 
     def run() -> None:
         states: dict[str, CustomerState] = {}
@@ -154,10 +160,11 @@ def engine_profile(events: list[bytes]) -> tuple[float, str]:
             event = decode_event(raw, 0.0)
             assert not hasattr(event, "reason")
             key = event.customer_key  # type: ignore[union-attr]
-            state, _ = engine.apply(states.get(key), event, event.ts)  # type: ignore[arg-type]
+            state, _ = engine.apply(states.get(key), event)  # type: ignore[arg-type]
             states[key] = state
             profile_view(state)
 
+    run()  # warm-up: first-use costs (CEL programs, zone data) out of the figure
     started = time.perf_counter()
     run()
     rate = len(events) / (time.perf_counter() - started)
@@ -176,52 +183,85 @@ def main() -> int:
     )
     parser.add_argument("--customers", default="10000,100000,1000000")
     parser.add_argument("--events-per-customer", type=int, default=3)
+    parser.add_argument(
+        "--rules",
+        choices=["both", "on", "off"],
+        default="both",
+        help="run with the shipped rules, without rules, or both side by side (default)",
+    )
     args = parser.parse_args()
 
     logs = Path(load_settings().cache_dir) / "bench"
+    modes = ["off", "on"] if args.rules == "both" else [args.rules]
+    rules_dirs = {"on": load_settings().rules_dir, "off": str(_no_rules(logs / "no-rules"))}
     rows, results = [], []
     for customers in (int(c) for c in args.customers.split(",") if c):
-        settings = bench_settings(partitions=1)
-        n = produce(settings, synthetic_events(customers, args.events_per_customer))
-        print(f"{customers:,} customers: produced {n:,} events", flush=True)
-        flow = measure_dataflow(settings, n, logs / f"profiles-{customers}.log")
-        memory = redis_memory(settings)
-        result = {"customers": customers, "events": n, **flow, **memory}
-        results.append(result)
-        rows.append(
-            [
-                customers,
-                n,
-                flow["events_per_s"],
-                flow["seconds"],
-                memory["profile_bytes_mean"],
-                memory["profile_bytes_p50"],
-            ]
-        )
-        print(
-            f"  {flow['events_per_s']:,.0f} events/s, "
-            f"{memory['profile_bytes_mean']:,.0f} B per profile",
-            flush=True,
-        )
-        _drop(settings)
+        rates: dict[str, float] = {}
+        for mode in modes:
+            settings = bench_settings(partitions=1, rules_dir=rules_dirs[mode])
+            n = produce(settings, synthetic_events(customers, args.events_per_customer))
+            print(f"{customers:,} customers, rules {mode}: produced {n:,} events", flush=True)
+            flow = measure_dataflow(settings, n, logs / f"profiles-{customers}-{mode}.log")
+            memory = redis_memory(settings)
+            rates[mode] = flow["events_per_s"]
+            result = {"customers": customers, "rules": mode, "events": n, **flow, **memory}
+            results.append(result)
+            ratio = rates[mode] / rates["off"] if mode == "on" and "off" in rates else None
+            rows.append(
+                [
+                    customers,
+                    mode,
+                    n,
+                    flow["events_per_s"],
+                    "-" if ratio is None else f"{ratio:.2f}",
+                    flow["seconds"],
+                    memory["profile_bytes_mean"],
+                ]
+            )
+            print(
+                f"  {flow['events_per_s']:,.0f} events/s, "
+                f"{memory['profile_bytes_mean']:,.0f} B per profile",
+                flush=True,
+            )
+            _drop(settings)
 
     sample = list(synthetic_events(10000, 10))
-    engine_rate, top = engine_profile(sample)
+    shipped = load_rules(load_settings().rules_dir).rules
+    engine_off, _ = engine_profile(sample, None)
+    engine_on, top = engine_profile(sample, shipped)
     print_table(
         "profiles: one dataflow process, one worker, 1 partition, Redis on loopback",
-        ["customers", "events", "events/s", "seconds", "B/profile (mean)", "B/profile (p50)"],
+        ["customers", "rules", "events", "events/s", "on/off", "seconds", "B/profile (mean)"],
         rows,
     )
     print(
-        f"\nengine alone (decode + apply + view per event, in-process): {engine_rate:,.0f} events/s"
+        "\nengine alone (decode + apply + view per event, in-process): "
+        f"{engine_off:,.0f} events/s without rules, {engine_on:,.0f} with the shipped rules "
+        f"({engine_on / engine_off:.2f})"
     )
-    print("\nwhere the engine's time goes (cProfile, top 10 by own time):")
+    print("\nwhere the engine's time goes with rules (cProfile, top 10 by own time):")
     print("\n".join(top.splitlines()[:25]))
     path = write_json(
-        "profiles", {"benchmark": "profiles", "sizes": results, "engine_events_per_s": engine_rate}
+        "profiles",
+        {
+            "benchmark": "profiles",
+            "sizes": results,
+            "engine_events_per_s": {"rules_off": engine_off, "rules_on": engine_on},
+        },
     )
     print(f"wrote {path}")
     return 0
+
+
+def _no_rules(path: Path) -> Path:
+    """A rule directory with the loyalty programme and policy but no trigger rule."""
+    source = Path(load_settings().rules_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob("*.yaml"):
+        old.unlink()
+    for name in ("loyalty.yaml", "rfm.yaml", "policy.yaml"):
+        (path / name).write_text((source / name).read_text())
+    return path
 
 
 def _drop(settings: Settings) -> None:
