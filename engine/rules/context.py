@@ -115,16 +115,16 @@ class Scope:
                     values.pop(name, None)
         return self
 
-    def context(self, names: tuple[str, ...]) -> dict[str, Any]:
-        """The flat variables an expression needs, computed once per scope."""
+    def inputs(self, names: tuple[str, ...]) -> tuple[Any, ...]:
+        """The values of the flat variables an expression reads, computed once per scope."""
         values = self.values
-        out = {}
+        out = []
         for name in names:
             value = values.get(name, _MISSING)
             if value is _MISSING:
                 value = values[name] = GETTERS[name](self)
-            out[name] = value
-        return out
+            out.append(value)
+        return tuple(out)
 
 
 _MISSING = object()
@@ -372,21 +372,34 @@ def _event_sku(s: Scope) -> str:
     return sku if isinstance(sku, str) else ""
 
 
+# These run on most product views: plain loops, no generator per call.
+
+
 def _item_views(s: Scope) -> int:
-    sku = _event_sku(s)
-    return next((v.views for v in s.state.recently_viewed if v.sku == sku), 0)
+    sku = getattr(s.event, "sku", None)
+    for v in s.state.recently_viewed:
+        if v.sku == sku:
+            return v.views
+    return 0
 
 
 def _item_viewed_at(s: Scope) -> float:
-    sku = _event_sku(s)
-    return next((v.ts for v in s.state.recently_viewed if v.sku == sku), 0.0)
+    sku = getattr(s.event, "sku", None)
+    for v in s.state.recently_viewed:
+        if v.sku == sku:
+            return v.ts
+    return 0.0
 
 
 ITEM_FIELDS.update(
     {
         "sku": (STRING, 'the event\'s product ("" for events without one)', _event_sku),
         "views": (INT, "times the customer viewed it (recent views)", _item_views),
-        "in_cart": (BOOL, "it is in the cart", lambda s: _event_sku(s) in s.state.cart),
+        "in_cart": (
+            BOOL,
+            "it is in the cart",
+            lambda s: getattr(s.event, "sku", None) in s.state.cart,
+        ),
         "last_viewed_at": (DOUBLE, "when the customer last viewed it", _item_viewed_at),
     }
 )
@@ -625,17 +638,28 @@ def map_key_getter(root: str, path: tuple[str, ...], key: str, test: bool) -> st
     name = flat_name(root, (*path, key))
     if test:
         name = f"{HAS}{SEPARATOR}{name}"
-    if name not in GETTERS:
+    if name in GETTERS:
+        return name
+    if (root, path) == ("profile", ("traits",)):  # the common case, read directly
 
-        def value(s: Scope) -> Any:
-            found = parent(s)
-            return found.get(key) if isinstance(found, dict) else None
+        def trait(s: Scope) -> Any:
+            return s.state.traits.get(key)
 
-        def present(s: Scope) -> bool:
-            found = parent(s)
-            return isinstance(found, dict) and key in found
+        def has_trait(s: Scope) -> bool:
+            return key in s.state.traits
 
-        GETTERS[name] = present if test else value
+        GETTERS[name] = has_trait if test else trait
+        return name
+
+    def value(s: Scope) -> Any:
+        found = parent(s)
+        return found.get(key) if isinstance(found, dict) else None
+
+    def present(s: Scope) -> bool:
+        found = parent(s)
+        return isinstance(found, dict) and key in found
+
+    GETTERS[name] = present if test else value
     return name
 
 

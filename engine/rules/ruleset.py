@@ -48,29 +48,33 @@ class Expression:
     _memo: dict[tuple[Any, ...], Any] = field(default_factory=dict, compare=False, repr=False)
 
     def evaluate(self, scope: Scope) -> Any:
-        values = scope.context(self.needs)
-        key = tuple(values.values())
+        """The result for this scope; CEL errors raise (ValueError, TypeError, ...)."""
+        key = scope.inputs(self.needs)
         try:
             return self._memo[key]
         except KeyError:
             pass
         except TypeError:  # an input is a list or a map: not remembered
-            return self._execute(values)
-        result = self._execute(values)
+            return self._execute(key)
+        result = self._execute(key)
         memo = self._memo
         if len(memo) >= _MEMO_SIZE:
             memo.clear()
         memo[key] = result
         return result
 
-    def _execute(self, values: dict[str, Any]) -> Any:
+    def _execute(self, inputs: tuple[Any, ...]) -> Any:
+        values = dict(zip(self.needs, inputs, strict=True))
         if self.functions:
             values.update(EXTRA_FUNCTIONS)
         return self.program.execute(values)
 
     def holds(self, scope: Scope) -> bool:
-        """True only for a boolean true: a failing or non-boolean expression does not hold."""
-        return self.evaluate(scope) is True
+        """True only for a boolean true; an expression that fails does not hold."""
+        try:
+            return self.evaluate(scope) is True
+        except Exception:  # a failing condition means "no"
+            return False
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,24 @@ class CompiledRule:
 
 
 @dataclass(frozen=True)
+class Plan:
+    """What one event type concerns in a rule set, looked up once per event."""
+
+    goals: tuple[CompiledRule, ...] = ()
+    cancels: tuple[CompiledRule, ...] = ()
+    enters: tuple[CompiledRule, ...] = ()  # rules with an event trigger on this type
+    activity: tuple[tuple[str, float], ...] = ()  # inactivity triggers it resets
+    dates: tuple[CompiledRule, ...] = ()  # date triggers whose date it may change
+    evaluates: bool = field(init=False)  # goals, cancels or entries: a scope is needed
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "evaluates", bool(self.goals or self.cancels or self.enters))
+
+
+EMPTY_PLAN = Plan()
+
+
+@dataclass(frozen=True)
 class RuleSet:
     """One version of the rules and the policy, indexed for the hot path."""
 
@@ -150,17 +172,10 @@ class RuleSet:
     policy: Policy
     guards: tuple[Guard, ...]
     by_id: dict[str, CompiledRule]
-    by_event: dict[str, tuple[CompiledRule, ...]]
-    cancels: dict[str, tuple[CompiledRule, ...]]
-    goals: dict[str, tuple[CompiledRule, ...]]
     attribute_rules: tuple[CompiledRule, ...]
-    inactivity_rules: tuple[CompiledRule, ...]
     date_rules: tuple[CompiledRule, ...]
     watched: tuple[AttributeTrigger, ...]  # what attribute triggers compare, one per attribute
-    # Per event type: the inactivity triggers it counts as activity for, and the
-    # date triggers whose date it may change.
-    activity: dict[str, tuple[tuple[str, float], ...]]
-    dates_changed_by: dict[str, tuple[CompiledRule, ...]]
+    plans: dict[str, Plan]  # per event type
     files: dict[str, str] = field(default_factory=dict)  # file name -> text, for deploys
     # Dry-runs over history without consent records or addresses: every customer
     # counts as reachable on every channel and consenting to it.
@@ -185,24 +200,24 @@ class RuleSet:
         by_event: dict[str, list[CompiledRule]] = {}
         cancels: dict[str, list[CompiledRule]] = {}
         goals: dict[str, list[CompiledRule]] = {}
+        activity: dict[str, list[tuple[str, float]]] = {}
+        dates: dict[str, list[CompiledRule]] = {}
         for r in enabled:
-            if isinstance(r.trigger, EventTrigger):
-                for t in r.trigger.types:
+            trigger = r.trigger
+            if isinstance(trigger, EventTrigger):
+                for t in trigger.types:
                     by_event.setdefault(t, []).append(r)
+            elif isinstance(trigger, InactivityTrigger):
+                for t in trigger.activity:
+                    activity.setdefault(t, []).append((r.id, trigger.after_s))
+            elif isinstance(trigger, DateTrigger):
+                for t in trigger.changed_by:
+                    dates.setdefault(t, []).append(r)
             for t in r.cancel:
                 cancels.setdefault(t, []).append(r)
             for t in r.goal_types:
                 goals.setdefault(t, []).append(r)
         attribute = tuple(r for r in enabled if isinstance(r.trigger, AttributeTrigger))
-        activity: dict[str, list[tuple[str, float]]] = {}
-        dates: dict[str, list[CompiledRule]] = {}
-        for r in enabled:
-            if isinstance(r.trigger, InactivityTrigger):
-                for t in r.trigger.activity:
-                    activity.setdefault(t, []).append((r.id, r.trigger.after_s))
-            if isinstance(r.trigger, DateTrigger):
-                for t in r.trigger.changed_by:
-                    dates.setdefault(t, []).append(r)
         watched: dict[str, AttributeTrigger] = {}
         for r in attribute:
             assert isinstance(r.trigger, AttributeTrigger)
@@ -213,15 +228,19 @@ class RuleSet:
             policy=policy,
             guards=guards_for(policy),
             by_id={r.id: r for r in enabled},
-            by_event={k: tuple(v) for k, v in by_event.items()},
-            cancels={k: tuple(v) for k, v in cancels.items()},
-            goals={k: tuple(v) for k, v in goals.items()},
             attribute_rules=attribute,
-            inactivity_rules=tuple(r for r in enabled if isinstance(r.trigger, InactivityTrigger)),
             date_rules=tuple(r for r in enabled if isinstance(r.trigger, DateTrigger)),
             watched=tuple(watched[name] for name in sorted(watched)),
-            activity={k: tuple(v) for k, v in activity.items()},
-            dates_changed_by={k: tuple(v) for k, v in dates.items()},
+            plans={
+                kind: Plan(
+                    goals=tuple(goals.get(kind, ())),
+                    cancels=tuple(cancels.get(kind, ())),
+                    enters=tuple(by_event.get(kind, ())),
+                    activity=tuple(activity.get(kind, ())),
+                    dates=tuple(dates.get(kind, ())),
+                )
+                for kind in EVENT_TYPE_NAMES
+            },
             files=dict(files or {}),
         )
 

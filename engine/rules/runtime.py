@@ -20,10 +20,10 @@ from engine.rules.guards import Defer, Draft, Holdout, has_consent
 from engine.rules.memory import DATE, DEFER, INACTIVE, WAIT, Journey, Pending, Sent
 from engine.rules.model import CHANNELS
 from engine.rules.ruleset import (
+    EMPTY_PLAN,
     AttributeTrigger,
     CompiledRule,
     DateTrigger,
-    Expression,
     InactivityTrigger,
     RuleBook,
     RuleSet,
@@ -75,21 +75,26 @@ class Rules:
         if not rules.rules:
             return []
         kind = ev.event_type(event)
+        plan = rules.plans.get(kind, EMPTY_PLAN)
         out: list[RuleEffect] = []
         scope: Scope | None = None
-        if kind in rules.goals or kind in rules.cancels or kind in rules.by_event:
+        if plan.evaluates:
             scope = self._scope(rules, state, event, ts)
-            for rule in rules.goals.get(kind, ()):
+            for rule in plan.goals:
                 self._convert(rules, rule, state, scope, out)
-            for rule in rules.cancels.get(kind, ()):
+            for rule in plan.cancels:
                 self._cancel(rules, rule, state, kind, scope, out)
-            for rule in rules.by_event.get(kind, ()):
-                when = rule.trigger.when  # type: ignore[union-attr]
-                if not self._may_enter(rule, state, ts):
+            journeys = state.journeys
+            for rule in plan.enters:
+                if not rule.active_from <= ts < rule.active_until:
                     continue
-                if when is not None and not _holds(
-                    when, scope.for_rule(rule.id, state.journeys.get(rule.id))
-                ):
+                journey = journeys.get(rule.id)
+                if rule.max_entries is not None and journey and journey.entries >= rule.max_entries:
+                    continue
+                if rule.waits and not rule.restart and _find(state, rule.id, WAIT) is not None:
+                    continue  # waiting already, and a new trigger would change nothing
+                when = rule.trigger.when  # type: ignore[union-attr]
+                if when is not None and not when.holds(scope.for_rule(rule.id, journey)):
                     continue
                 self._enter(rules, rule, state, event.event_id, event, ts, out)
         for rule in rules.attribute_rules:
@@ -103,7 +108,7 @@ class Rules:
             crossed = _crossed(trigger, before.get(trigger.attribute), new, self.loyalty)
             if crossed and self._may_enter(rule, state, ts):
                 self._enter(rules, rule, state, event.event_id, event, ts, out)
-        for rule_id, after_s in rules.activity.get(kind, ()):
+        for rule_id, after_s in plan.activity:
             _arm(state, rule_id, INACTIVE, ts + after_s, event.event_id, event)
         # Dates are looked at on a customer's first event under a rule version,
         # then only on the events that can change them (an identify, an order).
@@ -111,7 +116,7 @@ class Rules:
             state.rules_version = rules.version
             dates = rules.date_rules
         else:
-            dates = rules.dates_changed_by.get(kind, ())
+            dates = plan.dates
         for rule in dates:
             scope = scope or self._scope(rules, state, event, ts)
             self._arm_date(rule, state, scope, ts)
@@ -268,8 +273,8 @@ class Rules:
 
         for condition in rule.conditions:
             try:
-                holds = condition.holds(scope)
-            except Exception as exc:
+                holds = condition.evaluate(scope) is True
+            except Exception as exc:  # CEL errors are data, not crashes
                 decide("exited", f"error: {condition.source}: {exc}")
                 return
             if not holds:
@@ -381,7 +386,7 @@ class Rules:
                 continue
             conditions = rule.cancel[kind]
             journey = state.journeys.get(rule.id)
-            if any(c is None or _holds(c, scope.for_rule(rule.id, journey)) for c in conditions):
+            if any(c is None or c.holds(scope.for_rule(rule.id, journey)) for c in conditions):
                 state.pending.remove(waiting)
                 tid = trigger_id(rule.id, state.customer_id, waiting.origin_id, waiting.entry)
                 out.append(
@@ -415,8 +420,8 @@ class Rules:
             or not (journey.goal_until - rule.goal_within_s <= ts <= journey.goal_until)
         ):
             return
-        if rule.goal_when is not None and not _holds(
-            rule.goal_when, scope.for_rule(rule.id, journey)
+        if rule.goal_when is not None and not rule.goal_when.holds(
+            scope.for_rule(rule.id, journey)
         ):
             return
         out.append(
@@ -508,13 +513,6 @@ def _record_send(state: CustomerState, sent: Sent) -> None:
     horizon = max([sent.ts, *(s.ts for s in state.sent)]) - _SENT_HORIZON_S
     state.sent = [s for s in state.sent if s.ts >= horizon]
     state.sent.append(sent)
-
-
-def _holds(expression: Expression, scope: Scope) -> bool:
-    try:
-        return expression.holds(scope)
-    except Exception:
-        return False
 
 
 def _wait_seconds(rule: CompiledRule, scope: Scope) -> float:
