@@ -4,7 +4,12 @@ Two isolated pipelines get the same reproducible event stream. One runs to
 the end undisturbed; the other is killed with SIGKILL at random moments while
 it works, restarted on the same recovery directory each time, and finally run
 to the end. Every Redis key the dataflow wrote must then be byte-for-byte equal
-between the two: no event lost, none counted twice.
+between the two: no event lost, none counted twice. Both run the shipped rules
+with waits of minutes (of event time), so pending waits are in the state at
+every kill: the triggers topic must then hold the same triggers, each with the
+same id and content (a trigger repeated after a restart is the same record,
+which the dispatcher delivers once), and the decisions topic the same
+decisions.
 
 Then the same stream goes over 4 partitions to one process and to a 2-process
 Bytewax cluster on loopback, and the two served states are compared the same way.
@@ -39,6 +44,18 @@ from pulse.sample_stream import shopper_events
 from pulse.settings import Settings
 
 EPOCH = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+# The shipped rules, waiting minutes of event time: the stream spans about half
+# an hour, so waits start and end on both sides of every kill.
+CRASH_WAITS = {"abandoned_cart": "2m", "browse_abandonment": "3m", "review_request": "5m"}
+STILL_S = 4.0  # the served state must not change for this long to count as finished
+
+
+def crash_rules(path: Path) -> str:
+    """A copy of the shipped rules with CRASH_WAITS, for the harness's pipelines."""
+    from pulse.rules_files import copy_with_waits
+    from pulse.settings import load_settings
+
+    return str(copy_with_waits(load_settings(environ={}).rules_dir, path, CRASH_WAITS))
 
 
 def produce_stream(settings: Settings, events: int, seed: int = 7) -> int:
@@ -123,11 +140,12 @@ def run_until_caught_up(
                 on_progress()
             time.sleep(0.2)
         elapsed = time.monotonic() - started
-        # The profile and progress sinks are separate outputs: wait until the
-        # served state stops changing before calling it done.
+        # The profile and progress sinks are separate outputs, and actions still
+        # pending fire once the input has been quiet for a moment (the stream
+        # clock): wait until the served state stops changing before calling it done.
         previous = redis_state(settings, client)
         while True:
-            time.sleep(1.0)
+            time.sleep(STILL_S)
             current = redis_state(settings, client)
             if current == previous:
                 break
@@ -186,6 +204,65 @@ def crash_repeatedly(
     return kills
 
 
+def topic_records(settings: Settings, topic: str, timeout_s: float = 30.0) -> dict[bytes, bytes]:
+    """A topic's records by key identity (trigger id, or the decision itself).
+
+    Records repeated after a restart must be identical: a trigger id with two
+    different contents is reported as a conflict.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka,
+            "group.id": f"crash-harness-{time.time_ns()}",
+            "enable.auto.commit": "false",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    ends = {}
+    md = consumer.list_topics(topic, timeout=10)
+    for p in md.topics[topic].partitions:
+        _lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        if hi > 0:
+            ends[p] = hi
+    consumer.subscribe([topic])
+    out: dict[bytes, bytes] = {}
+    seen = {p: -1 for p in ends}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while any(seen[p] + 1 < ends[p] for p in ends) and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, 0.5):
+                partition, offset, value = msg.partition(), msg.offset(), msg.value()
+                if msg.error() is not None or partition is None or offset is None or not value:
+                    continue
+                seen[partition] = max(seen.get(partition, -1), offset)
+                headers = dict(msg.headers() or [])
+                trigger = headers.get("pulse.trigger_id")
+                key = trigger if isinstance(trigger, bytes) else value
+                if key in out and out[key] != value:
+                    raise AssertionError(f"{topic}: trigger {key!r} with two contents")
+                out[key] = value
+    finally:
+        consumer.close()
+    return out
+
+
+def compare_records(
+    name: str, expected: dict[bytes, bytes], actual: dict[bytes, bytes]
+) -> list[str]:
+    """Differences between two runs' records on a topic, by id."""
+    missing = expected.keys() - actual.keys()
+    extra = actual.keys() - expected.keys()
+    differ = [k for k in expected.keys() & actual.keys() if expected[k] != actual[k]]
+    problems = []
+    if missing:
+        problems.append(f"{name}: {len(missing)} missing after crashes, e.g. {sorted(missing)[:2]}")
+    if extra:
+        problems.append(f"{name}: {len(extra)} extra after crashes, e.g. {sorted(extra)[:2]}")
+    if differ:
+        problems.append(f"{name}: {len(differ)} differ, e.g. {sorted(differ)[:2]}")
+    return problems
+
+
 def compare(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
     """Differences between two runs' Redis state; empty when they agree.
 
@@ -221,10 +298,11 @@ def main() -> int:
     args = parser.parse_args()
 
     logs = Path(bench_settings().cache_dir) / "bench"
+    rules = crash_rules(logs / "crash-rules")
     rows = []
-    reference = bench_settings(snapshot_interval_s=2.0)
+    reference = bench_settings(snapshot_interval_s=2.0, rules_dir=rules)
     reference = _with_recovery(reference, logs / "recovery-ref")
-    crashed = bench_settings(snapshot_interval_s=2.0)
+    crashed = bench_settings(snapshot_interval_s=2.0, rules_dir=rules)
     crashed = _with_recovery(crashed, logs / "recovery-crash")
     n = produce_stream(reference, args.events)
     produce_stream(crashed, args.events)
@@ -249,24 +327,42 @@ def main() -> int:
     client: redis.Redis = redis.Redis.from_url(reference.redis)
     expected, actual = redis_state(reference, client), redis_state(crashed, client)
     problems = compare(expected, actual)
+    triggers = topic_records(reference, reference.triggers_topic)
+    decisions = topic_records(reference, reference.decisions_topic)
+    problems += compare_records(
+        "triggers", triggers, topic_records(crashed, crashed.triggers_topic)
+    )
+    problems += compare_records(
+        "decisions", decisions, topic_records(crashed, crashed.decisions_topic)
+    )
     print_table(
         f"recovery: {n:,} events, dataflow killed with SIGKILL at random moments",
         ["run", "crashes", "killed after s @ events read", "final run s"],
         rows,
     )
-    print(f"\nRedis keys compared: {len(expected):,}; differences: {len(problems)}")
+    print(
+        f"\nRedis keys compared: {len(expected):,}; triggers: {len(triggers):,}; "
+        f"decisions: {len(decisions):,}; differences: {len(problems)}"
+    )
     for p in problems[:20]:
         print(f"  {p}")
 
     # Scale-out: the same stream over 4 partitions, 1 process vs a 2-process cluster.
-    one = _with_recovery(bench_settings(partitions=4, snapshot_interval_s=2.0), logs / "one")
-    two = _with_recovery(bench_settings(partitions=4, snapshot_interval_s=2.0), logs / "two")
+    one = _with_recovery(
+        bench_settings(partitions=4, snapshot_interval_s=2.0, rules_dir=rules), logs / "one"
+    )
+    two = _with_recovery(
+        bench_settings(partitions=4, snapshot_interval_s=2.0, rules_dir=rules), logs / "two"
+    )
     produce_stream(one, args.events)
     produce_stream(two, args.events)
     one_s = run_until_caught_up(one, logs / "scale-one.log")
     two_s = run_until_caught_up(two, logs / "scale-two.log", processes=2)
     scale_expected, scale_actual = redis_state(one, client), redis_state(two, client)
     scale_problems = compare(scale_expected, scale_actual)
+    scale_problems += compare_records(
+        "triggers", topic_records(one, one.triggers_topic), topic_records(two, two.triggers_topic)
+    )
     print_table(
         f"scale-out: {n:,} events over 4 partitions",
         ["run", "processes x workers", "seconds (incl. start-up)", "keys", "differences"],
@@ -283,6 +379,8 @@ def main() -> int:
             "crashes": args.crashes,
             "kills_after_s": kills,
             "keys": len(expected),
+            "triggers": len(triggers),
+            "decisions": len(decisions),
             "differences": problems[:100],
             "rows": rows,
             "scale_out": {

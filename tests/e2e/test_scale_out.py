@@ -1,4 +1,4 @@
-"""Two dataflow processes (Bytewax cluster on loopback) serve exactly what one does."""
+"""Two dataflow processes (Bytewax cluster on loopback) serve and trigger exactly what one does."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from benchmarks.recovery import compare, produce_stream, redis_state, run_until_caught_up
+from benchmarks.recovery import (
+    compare,
+    compare_records,
+    produce_stream,
+    redis_state,
+    run_until_caught_up,
+    topic_records,
+)
 from pulse.settings import Settings
 from tests.e2e.test_crash_recovery import _cleanup, _twin
 
@@ -37,6 +44,13 @@ def test_two_processes_over_four_partitions_equal_one_process(
         actual = redis_state(cluster, client)
         assert len(expected) > 1000
         assert compare(expected, actual) == []
+        # The rules decide alike too: the same triggers, whichever process decided.
+        triggers = topic_records(single, single.triggers_topic)
+        assert len(triggers) > 100
+        assert (
+            compare_records("triggers", triggers, topic_records(cluster, cluster.triggers_topic))
+            == []
+        )
     finally:
         _cleanup(single)
         _cleanup(cluster)
