@@ -13,7 +13,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 
-_FIELD = re.compile(r" - at `\$((?:\.[A-Za-z_0-9]+|\[\d+\])*)`$")
+# msgspec's path: .field, [index], and [...] for a value inside a map.
+_FIELD = re.compile(r" - at `\$((?:\.[A-Za-z_0-9]+|\[\d+\]|\[\.\.\.\])*)`$")
 
 RETRY_AFTER_S = 5
 """What a client that got a 503 from the collector is told to wait."""

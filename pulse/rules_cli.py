@@ -26,7 +26,8 @@ from engine.rules.yamlcheck import Problem
 from pulse.rules_files import RulesFileError, load_loyalty, load_rules, rule_files
 from pulse.settings import Settings
 
-console = Console(highlight=False)
+# Tables go wide when written to a file or a pipe, rather than truncating ids.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False)
 
 
@@ -290,17 +291,18 @@ def rollback(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         current = history[-1].version
         previous = next((d for d in reversed(history) if d.version != current), None)
-        if previous is None:
-            print(f"version {current} is the only one ever deployed", file=sys.stderr)
+        # Before the first deployment the dataflow ran the rules of rules_dir.
+        files = previous.files if previous is not None else rule_files(settings.rules_dir)
+        target = new_deployment(files, settings).version
+        if target == current:
+            print(f"version {current} is the only one ever in force", file=sys.stderr)
             return 1
-        deployment = new_deployment(
-            previous.files, settings, note=f"rollback from {current} to {previous.version}"
-        )
+        deployment = new_deployment(files, settings, note=f"rollback from {current} to {target}")
         publish(settings, deployment)
     except DeploymentError as exc:
         print(f"pulse rules rollback: {exc}", file=sys.stderr)
         return 1
-    loaded = load(previous.files)
+    loaded = load(files)
     _announce(
         deployment, len(loaded.rules.rules) if loaded.rules else 0, f"rolled back from {current}: "
     )
@@ -384,7 +386,9 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, Settings], int], str, st
     "rollback": (
         rollback,
         "deploy the previous version again",
-        "Publish the version deployed before the current one as a new deployment.",
+        "Publish the version in force before the current one as a new deployment:\n"
+        "the previous deployment, or before the first one the rules of rules_dir.\n"
+        "Like deploy, it applies from a few seconds after publishing.",
     ),
     "versions": (
         versions,

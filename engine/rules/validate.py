@@ -189,8 +189,8 @@ class _Checker:
             line, col = self.doc.locate(path, p.offset)
             self.problems.append(Problem(self.name, line, col, p.message))
             self.paths.append(path)
-        if checked.problems:
-            return None
+        if checked.problems or event_types == ():
+            return None  # (no valid event type: a problem reported elsewhere)
         return self._compile(path, source, checked)
 
     def _compile(self, path: Path, source: str, checked: celcheck.Checked) -> Expression | None:
