@@ -3,7 +3,8 @@
 Pending rule actions are part of the state, so after a crash they come back
 with the snapshot. They fire from Bytewax's own notification mechanism when
 the process's stream clock (dataflows/stream_clock.py) has passed their due
-time; the engine decides them as of that due time.
+time; the engine decides them as of that due time. Snapshots are the state
+encoded as MessagePack bytes, which Bytewax then stores as they are.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from dataflows.stream_clock import StreamClock
 from engine import identity
 from engine.customer import Effect, Engine
 from engine.events import BaseEvent
-from engine.identity import AnonymousState, Link, ToCustomer
+from engine.identity import Link, ToCustomer, decode_anonymous, encode_anonymous
 from engine.privacy import EraseAnonymous
-from engine.profile import CustomerState
+from engine.profile import decode_state, encode_state
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -41,13 +42,13 @@ class Stamped(Generic[T]):
         return Stamped(item, self.source, self.watermark)
 
 
-class CustomerLogic(StatefulLogic[Stamped[ToCustomer], Effect, CustomerState]):
+class CustomerLogic(StatefulLogic[Stamped[ToCustomer], Effect, bytes]):
     """A known customer's state: merges anonymous profiles, applies events."""
 
-    def __init__(self, engine: Engine, clock: StreamClock, state: CustomerState | None) -> None:
+    def __init__(self, engine: Engine, clock: StreamClock, snapshot: bytes | None) -> None:
         self._engine = engine
         self._clock = clock
-        self._state = state
+        self._state = decode_state(snapshot) if snapshot is not None else None
 
     def on_item(self, value: Stamped[ToCustomer]) -> tuple[Iterable[Effect], bool]:
         self._clock.observe(value.source, value.watermark, time.time())
@@ -78,22 +79,22 @@ class CustomerLogic(StatefulLogic[Stamped[ToCustomer], Effect, CustomerState]):
         due = Engine.next_due(self._state)
         return None if due is None else self._clock.wake_at(due, time.time())
 
-    def snapshot(self) -> CustomerState:
+    def snapshot(self) -> bytes:
         assert self._state is not None
-        return self._state
+        return encode_state(self._state)
 
 
 AnonymousInput = BaseEvent | Link | EraseAnonymous
 AnonymousOutput = Stamped[ToCustomer] | Effect
 
 
-class AnonymousLogic(StatefulLogic[Stamped[AnonymousInput], AnonymousOutput, AnonymousState]):
+class AnonymousLogic(StatefulLogic[Stamped[AnonymousInput], AnonymousOutput, bytes]):
     """An anonymous id's state: its own profile until identified, then an alias."""
 
-    def __init__(self, engine: Engine, clock: StreamClock, state: AnonymousState | None) -> None:
+    def __init__(self, engine: Engine, clock: StreamClock, snapshot: bytes | None) -> None:
         self._engine = engine
         self._clock = clock
-        self._state = state
+        self._state = decode_anonymous(snapshot) if snapshot is not None else None
 
     def on_item(self, value: Stamped[AnonymousInput]) -> tuple[Iterable[AnonymousOutput], bool]:
         self._clock.observe(value.source, value.watermark, time.time())
@@ -118,6 +119,6 @@ class AnonymousLogic(StatefulLogic[Stamped[AnonymousInput], AnonymousOutput, Ano
         due = identity.next_due(self._state)
         return None if due is None else self._clock.wake_at(due, time.time())
 
-    def snapshot(self) -> AnonymousState:
+    def snapshot(self) -> bytes:
         assert self._state is not None
-        return self._state
+        return encode_anonymous(self._state)

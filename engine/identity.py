@@ -30,6 +30,19 @@ class AnonymousState(msgspec.Struct, kw_only=True):
     erased_at: float = 0.0  # events and links up to this time are ignored
 
 
+_encoder = msgspec.msgpack.Encoder()
+_anonymous_decoder = msgspec.msgpack.Decoder(AnonymousState)
+
+
+def encode_anonymous(state: AnonymousState) -> bytes:
+    """An anonymous id's state for a recovery snapshot (see engine.profile.encode_state)."""
+    return _encoder.encode(state)
+
+
+def decode_anonymous(raw: bytes) -> AnonymousState:
+    return _anonymous_decoder.decode(raw)
+
+
 class Link(msgspec.Struct, frozen=True):
     """An anonymous id seen together with a customer id, at event time ``ts``."""
 

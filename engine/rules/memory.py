@@ -6,9 +6,11 @@ with the profile: a SIGKILL neither loses a pending wait nor fires it twice.
 
 from __future__ import annotations
 
+from typing import cast
+
 import msgspec
 
-from engine.events import BaseEvent
+from engine.events import BaseEvent, Event
 
 WAIT = "wait"  # an entered rule waiting out its ``wait``
 DEFER = "defer"  # a decision deferred by quiet hours
@@ -24,7 +26,7 @@ class Pending(msgspec.Struct, array_like=True):
     due: float
     origin_id: str  # the originating event id (or "<attribute>:<date>" for dates)
     entry: int = 0  # the entry number it belongs to (0 for inactivity and date arms)
-    event: BaseEvent | None = None  # the originating event: ``event`` in CEL when due
+    event: Event | None = None  # the originating event: ``event`` in CEL when due
     armed_from: str = ""  # date triggers: the attribute value the date came from
 
 
@@ -49,3 +51,9 @@ class Sent(msgspec.Struct, array_like=True):
     ts: float
     channel: str
     rule_id: str
+
+
+def kept(event: BaseEvent | None) -> Event | None:
+    """An event as a pending action keeps it: typed as the tagged union, so a
+    snapshot decodes it back to its own type (every event is one of them)."""
+    return cast("Event | None", event)

@@ -17,7 +17,7 @@ from engine.loyalty import LoyaltyProgram
 from engine.profile import CustomerState
 from engine.rules.context import DAY, Scope
 from engine.rules.guards import Defer, Draft, Holdout, has_consent
-from engine.rules.memory import DATE, DEFER, INACTIVE, WAIT, Journey, Pending, Sent
+from engine.rules.memory import DATE, DEFER, INACTIVE, WAIT, Journey, Pending, Sent, kept
 from engine.rules.model import CHANNELS
 from engine.rules.ruleset import (
     EMPTY_PLAN,
@@ -215,10 +215,12 @@ class Rules:
             # Already waiting: restart the wait from this trigger (the reminder
             # follows the latest add to cart), unless this trigger is older.
             if at + wait_s >= waiting.due:
-                waiting.due, waiting.origin_id, waiting.event = at + wait_s, origin_id, event
+                waiting.due, waiting.origin_id, waiting.event = at + wait_s, origin_id, kept(event)
             return
         _count_entry(journey, origin_id, at)
-        state.pending.append(Pending(rule.id, WAIT, at + wait_s, origin_id, journey.entries, event))
+        state.pending.append(
+            Pending(rule.id, WAIT, at + wait_s, origin_id, journey.entries, kept(event))
+        )
         out.append(
             _decision(
                 rules,
@@ -301,7 +303,7 @@ class Rules:
                 continue
             if isinstance(verdict, Defer):
                 until = max(verdict.until, at + 1.0)
-                state.pending.append(Pending(rule.id, DEFER, until, origin_id, entry, event))
+                state.pending.append(Pending(rule.id, DEFER, until, origin_id, entry, kept(event)))
                 decide("deferred", verdict.reason, channel, until)
             elif isinstance(guard, Holdout):
                 _start_goal(rule, journey, "holdout", tid, at)
@@ -489,9 +491,9 @@ def _arm(
     """Set or push back a rule's pending action of this kind (never bring it forward)."""
     found = _find(state, rule_id, kind)
     if found is None:
-        state.pending.append(Pending(rule_id, kind, due, origin_id, 0, event))
+        state.pending.append(Pending(rule_id, kind, due, origin_id, 0, kept(event)))
     elif due >= found.due:
-        found.due, found.origin_id, found.event = due, origin_id, event
+        found.due, found.origin_id, found.event = due, origin_id, kept(event)
 
 
 def _count_entry(journey: Journey, origin_id: str, at: float) -> None:
