@@ -32,7 +32,13 @@ def new_deployment(
 ) -> RulesDeployed:
     """A deployment of these files, effective ``rules_activation_s`` from now."""
     now = time.time() if now is None else now
-    named = {base_name(name): text for name, text in files.items()}
+    # Rules and the policy; loyalty.yaml and rfm.yaml are read by each process
+    # at start-up (they shape profiles, not decisions) and are not deployed.
+    named = {
+        base_name(name): text
+        for name, text in files.items()
+        if base_name(name) not in ("loyalty.yaml", "rfm.yaml", "actions.yaml")
+    }
     return RulesDeployed(
         version=version_of(named),
         effective_at=now + settings.rules_activation_s,

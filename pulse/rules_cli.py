@@ -304,7 +304,7 @@ def rollback(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     loaded = load(files)
     _announce(
-        deployment, len(loaded.rules.rules) if loaded.rules else 0, f"rolled back from {current}: "
+        deployment, len(loaded.rules.rules) if loaded.rules else 0, f"rolled back from {current}:"
     )
     return _wait_for_dataflow(settings, deployment.version) if args.wait else 0
 

@@ -101,7 +101,9 @@ class Scope:
     def zone(self) -> dt.tzinfo:
         """The customer's time zone (else the policy's), looked up on first use."""
         if self._zone is None:
-            self._zone = zone_of(self.state.traits.get("timezone") or self.default_zone)
+            own = self.state.traits.get("timezone")
+            found = zone_of(own) if own else None
+            self._zone = found or zone_of(self.default_zone) or dt.UTC
         return self._zone
 
     def for_rule(self, rule_id: str, journey: Journey | None) -> Scope:
@@ -132,11 +134,12 @@ _NO_JOURNEY = Journey()
 
 
 @lru_cache(maxsize=512)
-def zone_of(name: str) -> dt.tzinfo:
+def zone_of(name: str) -> dt.tzinfo | None:
+    """The named time zone; None for a name no time-zone database knows."""
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        return dt.UTC
+        return None
 
 
 # The schema -----------------------------------------------------------------------
@@ -626,6 +629,20 @@ def getter_for(root: str, path: tuple[str, ...]) -> Getter:
 
 HAS = "has"  # prefix of the flat name of a has() test: has__profile__traits__email
 
+# Maps of counts and scores: a key never seen reads as zero, not as null, so
+# profile.event_counts.product_view >= 3 just works for a customer with none.
+_COUNT_MAPS: dict[tuple[str, tuple[str, ...]], float] = {
+    ("profile", ("event_counts",)): 0,
+    ("profile", ("category_affinity",)): 0.0,
+}
+
+# The keys a profile map can hold, for the checker's "did you mean".
+MAP_KEYS: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("traits",): tuple(ev.Traits.__struct_fields__),
+    ("consent",): ("email", "sms", "push", "webhook", "in_app", "log"),
+    ("event_counts",): ev.EVENT_TYPE_NAMES,
+}
+
 
 def map_key_getter(root: str, path: tuple[str, ...], key: str, test: bool) -> str:
     """Register the flat variable for ``root.path.key`` on a map (or for
@@ -639,6 +656,15 @@ def map_key_getter(root: str, path: tuple[str, ...], key: str, test: bool) -> st
     if test:
         name = f"{HAS}{SEPARATOR}{name}"
     if name in GETTERS:
+        return name
+    if (root, path) in _COUNT_MAPS and not test:
+        zero = _COUNT_MAPS[(root, path)]
+
+        def count(s: Scope) -> Any:
+            found = parent(s)
+            return found.get(key, zero) if isinstance(found, dict) else zero
+
+        GETTERS[name] = count
         return name
     if (root, path) == ("profile", ("traits",)):  # the common case, read directly
 

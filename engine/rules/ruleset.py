@@ -69,13 +69,6 @@ class Expression:
             values.update(EXTRA_FUNCTIONS)
         return self.program.execute(values)
 
-    def holds(self, scope: Scope) -> bool:
-        """True only for a boolean true; an expression that fails does not hold."""
-        try:
-            return self.evaluate(scope) is True
-        except Exception:  # a failing condition means "no"
-            return False
-
 
 @dataclass(frozen=True)
 class EventTrigger:

@@ -24,6 +24,7 @@ from engine.rules.ruleset import (
     AttributeTrigger,
     CompiledRule,
     DateTrigger,
+    Expression,
     InactivityTrigger,
     RuleBook,
     RuleSet,
@@ -94,7 +95,9 @@ class Rules:
                 if rule.waits and not rule.restart and _find(state, rule.id, WAIT) is not None:
                     continue  # waiting already, and a new trigger would change nothing
                 when = rule.trigger.when  # type: ignore[union-attr]
-                if when is not None and not when.holds(scope.for_rule(rule.id, journey)):
+                if when is not None and not _check(
+                    rules, rule, state, when, scope.for_rule(rule.id, journey), out
+                ):
                     continue
                 self._enter(rules, rule, state, event.event_id, event, ts, out)
         for rule in rules.attribute_rules:
@@ -125,16 +128,22 @@ class Rules:
     # Time -----------------------------------------------------------------------
 
     def fire_due(self, state: CustomerState, until: float) -> list[RuleEffect]:
-        """Act on every pending action due at or before ``until``, oldest first."""
+        """Act on every pending action due at or before ``until``, oldest first;
+        of actions due at the same moment, the higher priority first (it gets
+        the send when caps or smart sending leave room for one)."""
         out: list[RuleEffect] = []
         pending = state.pending
         while pending:
-            first = min(pending, key=_pending_order)
+            first = min(pending, key=self._order)
             if first.due > until:
                 break
             pending.remove(first)
             self._due(state, first, out)
         return out
+
+    def _order(self, p: Pending) -> tuple[float, int, str, str]:
+        rule = self.book.at(p.due).by_id.get(p.rule_id)
+        return (p.due, -rule.rule.priority if rule is not None else 0, p.rule_id, p.kind)
 
     @staticmethod
     def next_due(state: CustomerState) -> float | None:
@@ -150,7 +159,19 @@ class Rules:
         if due.kind in (WAIT, DEFER):
             if rule is None:
                 out.append(
-                    _decision(rules, state, due.rule_id, "cancelled", due.due, "rule_removed")
+                    _decision(
+                        rules,
+                        state,
+                        due.rule_id,
+                        "cancelled",
+                        due.due,
+                        "rule_removed",
+                        trigger=trigger_id(
+                            due.rule_id, state.customer_id, due.origin_id, due.entry
+                        ),
+                        origin_id=due.origin_id,
+                        entry=due.entry,
+                    )
                 )
                 return
             self._act(rules, rule, state, due.origin_id, due.entry, due.event, due.due, out)
@@ -388,7 +409,10 @@ class Rules:
                 continue
             conditions = rule.cancel[kind]
             journey = state.journeys.get(rule.id)
-            if any(c is None or c.holds(scope.for_rule(rule.id, journey)) for c in conditions):
+            if any(
+                c is None or _check(rules, rule, state, c, scope.for_rule(rule.id, journey), out)
+                for c in conditions
+            ):
                 state.pending.remove(waiting)
                 tid = trigger_id(rule.id, state.customer_id, waiting.origin_id, waiting.entry)
                 out.append(
@@ -422,8 +446,8 @@ class Rules:
             or not (journey.goal_until - rule.goal_within_s <= ts <= journey.goal_until)
         ):
             return
-        if rule.goal_when is not None and not rule.goal_when.holds(
-            scope.for_rule(rule.id, journey)
+        if rule.goal_when is not None and not _check(
+            rules, rule, state, rule.goal_when, scope.for_rule(rule.id, journey), out
         ):
             return
         out.append(
@@ -445,7 +469,9 @@ class Rules:
         trigger = rule.trigger
         assert isinstance(trigger, DateTrigger)
         value = trigger.read(scope)
-        armed_from = "" if value in (None, "", 0, 0.0) else str(value)
+        # The zone is part of what an armed date depends on: a customer who
+        # moves gets the date at 9:00 where they live now.
+        armed_from = "" if value in (None, "", 0, 0.0) else f"{value}@{scope.zone}"
         existing = _find(state, rule.id, DATE)
         if existing is not None:
             if existing.armed_from == armed_from:
@@ -455,6 +481,10 @@ class Rules:
             return
         occurrence = next_occurrence(trigger, value, scope.zone, now)
         journey = state.journeys.get(rule.id)
+        if occurrence is not None and journey is not None and journey.last_origin == occurrence[1]:
+            # Entered already (in another time zone, or before a change of
+            # ``at``): the occurrence after it, if the date repeats.
+            occurrence = next_occurrence(trigger, value, scope.zone, occurrence[0])
         if occurrence is not None and (journey is None or journey.last_origin != occurrence[1]):
             due, origin = occurrence
             state.pending.append(Pending(rule.id, DATE, due, origin, 0, None, armed_from))
@@ -469,8 +499,22 @@ class Rules:
 # Helpers ------------------------------------------------------------------------------
 
 
-def _pending_order(p: Pending) -> tuple[float, str, str]:
-    return (p.due, p.rule_id, p.kind)
+def _check(
+    rules: RuleSet,
+    rule: CompiledRule,
+    state: CustomerState,
+    expression: Expression,
+    scope: Scope,
+    out: list[RuleEffect],
+) -> bool:
+    """Whether a trigger, cancel or goal condition holds; one that fails is not
+    silent: it is an ``exited`` decision with the error, counted like any other."""
+    try:
+        return expression.evaluate(scope) is True
+    except Exception as exc:
+        reason = f"error: {expression.source}: {exc}"
+        out.append(_decision(rules, state, rule.id, "exited", scope.now, reason))
+        return False
 
 
 def _find(state: CustomerState, rule_id: str, kind: str) -> Pending | None:

@@ -29,6 +29,7 @@ from engine.rules.celtypes import BOOL, DOUBLE, INT, STRING, CelType, MapType
 from engine.rules.context import (
     FUNCTIONS,
     GETTERS,
+    MAP_KEYS,
     PROFILE_FIELDS,
     STATE_FIELDS,
     cel_literal,
@@ -199,6 +200,7 @@ class _Checker:
         needs: list[str] = []
         parts: list[str] = []
         last = 0
+        unknown = False
         for ref in checked.references:
             start, end = ref.start, ref.end
             if ref.root == "rule" and ref.path[:1] == ("params",):
@@ -211,6 +213,10 @@ class _Checker:
                 before = _HAS_OPEN.search(source, 0, start)
                 after = _HAS_CLOSE.match(source, key.end())
                 test = before is not None and after is not None and before.end() == start
+                known = MAP_KEYS.get(ref.path) if ref.root == "profile" else None
+                if known is not None and key.group(1) not in known:
+                    self._unknown_key(path, source, key.start(1), ref.path, key.group(1), known)
+                    unknown = True
                 name = map_key_getter(ref.root, ref.path, key.group(1), test)
                 if test:
                     assert before is not None and after is not None
@@ -228,6 +234,8 @@ class _Checker:
             parts.append(text)
             last = end
         parts.append(source[last:])
+        if unknown:
+            return None
         rewritten = "".join(parts)
         try:
             program = cel.compile(rewritten)
@@ -236,6 +244,25 @@ class _Checker:
             return None
         calls = set(program.functions()) & set(FUNCTIONS)
         return Expression(source, program, tuple(dict.fromkeys(needs)), bool(calls))
+
+    def _unknown_key(
+        self,
+        path: Path,
+        source: str,
+        offset: int,
+        where: tuple[str, ...],
+        key: str,
+        known: tuple[str, ...],
+    ) -> None:
+        """A key the profile map can never hold (a misspelt trait, say)."""
+        line, col = self.doc.locate(path, offset)
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean `{close[0]}`?" if close else "it holds " + ", ".join(known)
+        field = ".".join(("profile", *where))
+        self.problems.append(
+            Problem(self.name, line, col, f"`{field}` never holds `{key}`; {hint}")
+        )
+        self.paths.append(path)
 
     def _param_literal(self, path: tuple[str, ...]) -> str:
         value: Any = self.rule.params
