@@ -189,12 +189,20 @@ def main() -> int:
         default="both",
         help="run with the shipped rules, without rules, or both side by side (default)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="alternate the modes this many times and keep each one's best run "
+        "(the machine is shared: interference only ever slows a run down)",
+    )
     args = parser.parse_args()
 
     logs = Path(load_settings().cache_dir) / "bench"
-    modes = ["off", "on"] if args.rules == "both" else [args.rules]
+    modes = (["off", "on"] if args.rules == "both" else [args.rules]) * args.rounds
     rules_dirs = {"on": load_settings().rules_dir, "off": str(_no_rules(logs / "no-rules"))}
     rows, results = [], []
+    best: list[tuple[int, float, float]] = []
     for customers in (int(c) for c in args.customers.split(",") if c):
         rates: dict[str, float] = {}
         for mode in modes:
@@ -203,17 +211,15 @@ def main() -> int:
             print(f"{customers:,} customers, rules {mode}: produced {n:,} events", flush=True)
             flow = measure_dataflow(settings, n, logs / f"profiles-{customers}-{mode}.log")
             memory = redis_memory(settings)
-            rates[mode] = flow["events_per_s"]
+            rates[mode] = max(rates.get(mode, 0.0), flow["events_per_s"])
             result = {"customers": customers, "rules": mode, "events": n, **flow, **memory}
             results.append(result)
-            ratio = rates[mode] / rates["off"] if mode == "on" and "off" in rates else None
             rows.append(
                 [
                     customers,
                     mode,
                     n,
                     flow["events_per_s"],
-                    "-" if ratio is None else f"{ratio:.2f}",
                     flow["seconds"],
                     memory["profile_bytes_mean"],
                 ]
@@ -224,6 +230,8 @@ def main() -> int:
                 flush=True,
             )
             _drop(settings)
+        if "on" in rates and "off" in rates:
+            best.append((customers, rates["off"], rates["on"]))
 
     sample = list(synthetic_events(10000, 10))
     shipped = load_rules(load_settings().rules_dir).rules
@@ -231,9 +239,15 @@ def main() -> int:
     engine_on, top = engine_profile(sample, shipped)
     print_table(
         "profiles: one dataflow process, one worker, 1 partition, Redis on loopback",
-        ["customers", "rules", "events", "events/s", "on/off", "seconds", "B/profile (mean)"],
+        ["customers", "rules", "events", "events/s", "seconds", "B/profile (mean)"],
         rows,
     )
+    if best:
+        print_table(
+            f"rules on against off, best of {args.rounds} round(s) each",
+            ["customers", "off events/s", "on events/s", "on/off"],
+            [[c, off, on, f"{on / off:.2f}"] for c, off, on in best],
+        )
     print(
         "\nengine alone (decode + apply + view per event, in-process): "
         f"{engine_off:,.0f} events/s without rules, {engine_on:,.0f} with the shipped rules "
@@ -246,6 +260,9 @@ def main() -> int:
         {
             "benchmark": "profiles",
             "sizes": results,
+            "rules_on_off": [
+                {"customers": c, "off": off, "on": on, "ratio": on / off} for c, off, on in best
+            ],
             "engine_events_per_s": {"rules_off": engine_off, "rules_on": engine_on},
         },
     )

@@ -50,12 +50,18 @@ class StreamClock:
         idle_s: float = 2.0,
         live_window_s: float = 60.0,
         recheck_s: float = 1.0,
+        max_recheck_s: float = 60.0,
     ) -> None:
         self.lateness_s = lateness_s
         self.idle_s = idle_s
         self.live_window_s = live_window_s
         self.recheck_s = recheck_s
+        self.max_recheck_s = max_recheck_s
         self._started_at = started_at
+        # How fast the stream clock moves (event seconds per wall second),
+        # measured between samples at least a second apart.
+        self._sample = (started_at, -math.inf)
+        self._speed = 1.0
         self._heard: dict[str, tuple[float, float]] = {}  # source -> (watermark, wall)
         self._last = -math.inf
         self._lock = threading.Lock()  # workers of one process share the clock
@@ -82,13 +88,22 @@ class StreamClock:
             else:
                 value = -math.inf  # just started: wait for the backlog to show itself
             self._last = max(self._last, value)
+            sampled_wall, sampled = self._sample
+            if wall - sampled_wall >= 1.0:
+                if sampled > -math.inf and self._last > -math.inf:
+                    self._speed = max(1.0, (self._last - sampled) / (wall - sampled_wall))
+                self._sample = (wall, self._last)
             return self._last
 
     def wake_at(self, due: float, wall: float) -> datetime:
         """When (wall clock) to look at an action due at ``due`` (event time) again.
 
         Live, the stream clock moves with the wall clock, so the wait is exact.
-        Catching up it moves faster, and the action is looked at again soon.
+        Catching up it moves faster: the wait is estimated from the speed it
+        moves at, between ``recheck_s`` and ``max_recheck_s``, so an action due
+        in two months (every active customer's win-back) is not looked at every
+        second. Looking late costs nothing but time: the engine decides as of
+        the due time, and a customer's own later event fires it anyway.
         """
         clock = self.now(wall)
         if clock >= due:
@@ -96,5 +111,6 @@ class StreamClock:
         elif wall - clock < self.live_window_s:
             at = wall + (due - clock)
         else:
-            at = wall + min(due - clock, self.recheck_s)
+            estimate = (due - clock) / self._speed
+            at = wall + min(max(estimate, self.recheck_s), self.max_recheck_s)
         return datetime.fromtimestamp(at, tz=UTC)
