@@ -58,17 +58,26 @@ def run_once(engine: Engine, events: list[BaseEvent]) -> float:
     return time.process_time() - started
 
 
-def count_programs(rules: RuleSet, events: list[BaseEvent], loyalty: Any) -> Counter[str]:
-    """CEL programs run per event type (an instrumented pass, not timed)."""
-    counts: Counter[str] = Counter()
+def count_programs(
+    rules: RuleSet, events: list[BaseEvent], loyalty: Any
+) -> tuple[Counter[str], Counter[str]]:
+    """Per event type: expressions evaluated, and how many of those ran the CEL
+    interpreter rather than a remembered result (an instrumented pass, not timed)."""
+    evaluated: Counter[str] = Counter()
+    interpreted: Counter[str] = Counter()
     current = [""]
-    original = ruleset.Expression.evaluate
+    evaluate, execute = ruleset.Expression.evaluate, ruleset.Expression._execute
 
-    def counting(self: ruleset.Expression, scope: Any) -> Any:
-        counts[current[0]] += 1
-        return original(self, scope)
+    def counting_evaluate(self: ruleset.Expression, scope: Any) -> Any:
+        evaluated[current[0]] += 1
+        return evaluate(self, scope)
 
-    ruleset.Expression.evaluate = counting  # type: ignore[method-assign]
+    def counting_execute(self: ruleset.Expression, inputs: Any) -> Any:
+        interpreted[current[0]] += 1
+        return execute(self, inputs)
+
+    ruleset.Expression.evaluate = counting_evaluate  # type: ignore[method-assign]
+    ruleset.Expression._execute = counting_execute  # type: ignore[method-assign]
     try:
         engine = Engine(rules, loyalty=loyalty)
         states: dict[str, CustomerState] = {}
@@ -77,8 +86,9 @@ def count_programs(rules: RuleSet, events: list[BaseEvent], loyalty: Any) -> Cou
             key = event.customer_key
             states[key], _ = engine.apply(states.get(key), event)
     finally:
-        ruleset.Expression.evaluate = original  # type: ignore[method-assign]
-    return counts
+        ruleset.Expression.evaluate = evaluate  # type: ignore[method-assign]
+        ruleset.Expression._execute = execute  # type: ignore[method-assign]
+    return evaluated, interpreted
 
 
 def main() -> int:
@@ -108,14 +118,19 @@ def main() -> int:
     cost = on_us - off_us
 
     per_type = Counter(event_type(e) for e in events)
-    programs = count_programs(loaded.rules, events, loyalty)
+    programs, interpreted = count_programs(loaded.rules, events, loyalty)
     rows = [
-        [kind, per_type[kind], programs[kind] / per_type[kind]]
+        [
+            kind,
+            per_type[kind],
+            programs[kind] / per_type[kind],
+            interpreted[kind] / per_type[kind],
+        ]
         for kind, _ in per_type.most_common()
     ]
     print_table(
-        "CEL programs run per event, by type (shipped rules)",
-        ["event type", "events", "programs per event"],
+        "CEL expressions per event, by type (shipped rules)",
+        ["event type", "events", "evaluated", "run by the interpreter (not remembered)"],
         rows,
     )
     print_table(
@@ -130,8 +145,9 @@ def main() -> int:
     )
     verdict = "met" if cost < 10 else "NOT met"
     print(
-        f"\nrules cost {cost:.2f} µs per event, {sum(programs.values()) / n:.2f} CEL programs "
-        f"per event on average: target under 10 µs {verdict}"
+        f"\nrules cost {cost:.2f} µs per event, {sum(programs.values()) / n:.2f} CEL expressions "
+        f"evaluated per event ({sum(interpreted.values()) / n:.2f} by the interpreter): "
+        f"target under 10 µs {verdict}"
     )
     path = write_json(
         "rules",
@@ -147,7 +163,8 @@ def main() -> int:
             "rounds_with": on,
             "median_us_without": statistics.median(off),
             "median_us_with": statistics.median(on),
-            "programs_per_event": {k: programs[k] / per_type[k] for k in per_type},
+            "expressions_per_event": {k: programs[k] / per_type[k] for k in per_type},
+            "interpreted_per_event": {k: interpreted[k] / per_type[k] for k in per_type},
         },
     )
     print(f"wrote {path}")
