@@ -623,7 +623,9 @@ def _decision(
 
 
 def _plain(value: Any) -> Any:
-    """A CEL result as JSON-ready Python."""
+    """A CEL result as JSON-ready Python, maps with their keys sorted: the
+    interpreter's maps come back in a per-process order, and a trigger
+    decided again after a restart must be the same bytes."""
     if isinstance(value, dt.datetime):
         return value.isoformat()
     if isinstance(value, dt.timedelta):
@@ -633,7 +635,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _plain(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     return value
 
 

@@ -172,3 +172,20 @@ def test_a_misspelt_trait_or_channel_is_reported_with_a_suggestion() -> None:
         "`profile.traits` never holds `frist_name`; did you mean `first_name`?",
         "`profile.consent` never holds `emial`; did you mean `email`?",
     ]
+
+
+def test_payload_maps_come_out_in_one_order_whatever_the_process() -> None:
+    """The CEL interpreter returns maps in a per-process order; a trigger decided
+    again after a restart must be the same bytes, so payload maps are sorted."""
+    rules = compile_rules(
+        {
+            "policy.yaml": POLICY,
+            "cart.yaml": "id: cart\ncategory: transactional\ntrigger: {event: add_to_cart}\n"
+            "action: {channel: webhook, template: t, payload: {items: cart.items, "
+            'extra: \'{"zeta": 1, "alpha": 2, "mid": 3}\'}}\n',
+        }
+    )
+    effects = run(Engine(rules), [event(1, T0, type="add_to_cart", sku="s", price=1.0, name="n")])
+    [trigger] = [e.trigger for e in effects if isinstance(e, TriggerFired)]
+    assert list(trigger.payload["extra"]) == ["alpha", "mid", "zeta"]
+    assert list(trigger.payload["items"][0]) == ["category", "name", "price", "quantity", "sku"]
