@@ -19,8 +19,8 @@ RuleCounts = tuple[str, dict[str, int]]  # rule id, counter -> count
 
 def counter(decision: Decision) -> str:
     """``fired``, ``suppressed:no_consent``, ``exited:condition``, ``converted:holdout``..."""
-    if not decision.reason:
-        return decision.outcome
+    if decision.outcome == "error" or not decision.reason:
+        return decision.outcome  # its reason is an expression and a message: not a key
     reason = decision.reason.split(":", 1)[0] if decision.outcome == "exited" else decision.reason
     return f"{decision.outcome}:{reason}"
 

@@ -108,6 +108,8 @@ class StreamClock:
         clock = self.now(wall)
         if clock >= due:
             at = wall
+        elif clock == -math.inf:  # just started: the stream's time is not known yet
+            at = wall + self.recheck_s
         elif wall - clock < self.live_window_s:
             at = wall + (due - clock)
         else:

@@ -139,7 +139,7 @@ class Engine:
         state.events_total += 1
         state.event_counts[kind] = state.event_counts.get(kind, 0) + 1
         _update_profile(state, event, ts, self.loyalty)
-        if self.loyalty.points_expire_s is not None and state.loyalty_points:
+        if self.loyalty.points_expire_s is not None and state.order_history:
             # As of the latest event time seen, so an order arriving late is
             # expired as if it had come in order.
             _expire_points(state, state.last_seen, self.loyalty.points_expire_s)

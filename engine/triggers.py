@@ -21,6 +21,7 @@ Outcome = Literal[
     "cancelled",  # a cancel_on event ended the wait (reason = its type)
     "exited",  # its conditions did not hold when due (reason says which)
     "converted",  # the rule's goal happened (reason = treated or holdout)
+    "error",  # a trigger, cancel, goal or wait expression failed; nothing else changed
 ]
 
 

@@ -329,7 +329,7 @@ def _show_decisions(settings: Settings) -> None:
         other = ", ".join(
             f"{k} {v}"
             for k, v in sorted(counts.items())
-            if k in ("entered", "cancelled", "exited", "converted")
+            if k in ("entered", "cancelled", "exited", "converted", "error")
         )
         table.add_row(
             rule_id,

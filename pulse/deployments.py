@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from engine.control import RulesDeployed, decode_control, encode_control
-from engine.rules.validate import base_name, version_of
+from engine.rules.validate import rule_set_files, version_of
 from pulse.settings import Settings
 
 # Every deployment goes to one partition (same key), so they stay in order.
@@ -32,13 +32,7 @@ def new_deployment(
 ) -> RulesDeployed:
     """A deployment of these files, effective ``rules_activation_s`` from now."""
     now = time.time() if now is None else now
-    # Rules and the policy; loyalty.yaml and rfm.yaml are read by each process
-    # at start-up (they shape profiles, not decisions) and are not deployed.
-    named = {
-        base_name(name): text
-        for name, text in files.items()
-        if base_name(name) not in ("loyalty.yaml", "rfm.yaml", "actions.yaml")
-    }
+    named = rule_set_files(files)
     return RulesDeployed(
         version=version_of(named),
         effective_at=now + settings.rules_activation_s,

@@ -134,7 +134,7 @@ def dry_run(
 
 def _count(rule: RuleReport, d: Decision, samples: int) -> None:
     rule.outcomes[d.outcome] += 1
-    if d.reason:
+    if d.reason and d.outcome != "error":
         reason = d.reason.split(":", 1)[0] if d.outcome == "exited" else d.reason
         rule.reasons[f"{d.outcome}:{reason}"] += 1
     chosen = rule.samples.setdefault(d.outcome, [])

@@ -23,7 +23,7 @@ from rich.table import Table
 from engine.rules import testcases
 from engine.rules.validate import parse_instant
 from engine.rules.yamlcheck import Problem
-from pulse.rules_files import RulesFileError, load_loyalty, load_rules, rule_files
+from pulse.rules_files import RulesFileError, load_loyalty, load_rfm, load_rules, rule_files
 from pulse.settings import Settings
 
 # Tables go wide when written to a file or a pipe, rather than truncating ids.
@@ -44,6 +44,14 @@ def check(args: argparse.Namespace, settings: Settings) -> int:
     directory = _rules_dir(args, settings)
     loaded = load_rules(directory)
     problems = list(loaded.problems)
+    # The loyalty programme and RFM bands are read at start-up; a broken one
+    # would stop the dataflow, so it is a problem here too.
+    for read in (load_loyalty, load_rfm):
+        try:
+            read(directory)
+        except RulesFileError as exc:
+            name = str(exc).split(": ", 1)[0]
+            problems.append(Problem(name, 1, 1, str(exc).split(": ", 1)[-1]))
     tests = _test_files(directory)
     for path in tests:
         _case, test_problems = testcases.parse(path.read_text(encoding="utf-8"), str(path))
@@ -55,7 +63,7 @@ def check(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     assert loaded.rules is not None
     print(
-        f"ok: {len(loaded.rules.rules)} rule(s) enabled, policy, {len(tests)} test file(s); "
+        f"ok: {len(loaded.rules.rules)} rule(s) enabled, {len(tests)} test file(s); "
         f"version {loaded.rules.version}"
     )
     return 0

@@ -295,7 +295,7 @@ _profile(
 _profile(
     "points_expire_at",
     DOUBLE,
-    "when the oldest valid points expire (0 if none or never)",
+    "when the next points expire (0 if none or never)",
     lambda s: points_expiry(s.state, s.loyalty, s.now)[0],
 )
 _profile(

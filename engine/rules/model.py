@@ -85,7 +85,7 @@ class Trigger(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, omi
         Meta(
             description="Event triggers only: a CEL condition the event must meet to start the "
             "rule. It reads the event and the profile as the event updated it; an expression "
-            "that fails counts as false."
+            "that fails counts as false and is recorded as an error decision."
         ),
     ] = None  # event triggers: CEL over the event and the updated profile
     inactive_for: Annotated[
@@ -331,9 +331,9 @@ class Rule(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, omit_d
         Meta(
             ge=0,
             le=100,
-            description="0 to 100 (default 50). When one event starts several rules with event "
-            "triggers, the highest priority is decided first and so gets the send when caps or "
-            "smart sending leave room for one. Copied into the trigger record.",
+            description="0 to 100 (default 50). Of rules one event starts, and of actions due "
+            "at the same moment, the highest priority is decided first and so gets the send "
+            "when caps or smart sending leave room for one. Copied into the trigger record.",
         ),
     ] = 50
     category: Annotated[
@@ -500,6 +500,7 @@ class Expected(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, om
             "cancelled",
             "exited",
             "converted",
+            "error",
         ],
         Meta(description="What the rule decided."),
     ]

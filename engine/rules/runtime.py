@@ -229,8 +229,12 @@ class Rules:
             try:
                 scope = self._scope(rules, state, event, at).for_rule(rule.id, journey)
                 wait_s = _wait_seconds(rule, scope)
-            except ValueError as exc:
-                out.append(_decision(rules, state, rule.id, "exited", at, f"error: {exc}"))
+            except ValueError as exc:  # not entered: nothing else changes
+                out.append(
+                    _decision(
+                        rules, state, rule.id, "error", at, str(exc), category=rule.rule.category
+                    )
+                )
                 return
         if waiting is not None:
             # Already waiting: restart the wait from this trigger (the reminder
@@ -507,13 +511,17 @@ def _check(
     scope: Scope,
     out: list[RuleEffect],
 ) -> bool:
-    """Whether a trigger, cancel or goal condition holds; one that fails is not
-    silent: it is an ``exited`` decision with the error, counted like any other."""
+    """Whether a trigger, cancel or goal condition holds. One that fails counts
+    as false, and is not silent: an ``error`` decision says which and why."""
     try:
         return expression.evaluate(scope) is True
     except Exception as exc:
-        reason = f"error: {expression.source}: {exc}"
-        out.append(_decision(rules, state, rule.id, "exited", scope.now, reason))
+        reason = f"{expression.source}: {exc}"
+        out.append(
+            _decision(
+                rules, state, rule.id, "error", scope.now, reason, category=rule.rule.category
+            )
+        )
         return False
 
 

@@ -34,6 +34,7 @@ DEFAULT_OUTCOMES = (
     "cancelled",
     "exited",
     "converted",
+    "error",
 )
 
 

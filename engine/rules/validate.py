@@ -54,7 +54,10 @@ from engine.rules.ruleset import (
 from engine.rules.yamlcheck import Document, Problem
 
 # A constant key read on a map (not a method call): `.email` of profile.traits.email.
-_MAP_KEY = re.compile(r"\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)(?!\s*\()")
+_MAP_KEY = re.compile(
+    r"\s*(?:\.\s*(?P<dot>[A-Za-z_][A-Za-z0-9_]*)(?!\s*\()"
+    r"|\[\s*(?P<q>[\"'])(?P<quoted>[A-Za-z_][A-Za-z0-9_]*)(?P=q)\s*\])"
+)
 _HAS_OPEN = re.compile(r"\bhas\s*\(\s*$")
 _HAS_CLOSE = re.compile(r"\s*\)")
 
@@ -77,11 +80,25 @@ class Loaded:
         return self.rules is not None
 
 
+def rule_set_files(files: Mapping[str, str]) -> dict[str, str]:
+    """The files that make a rule version (rules and the policy), by base name.
+
+    loyalty.yaml and rfm.yaml shape profiles, are read by each process at
+    start-up and are not part of a version (nor of a deployment).
+    """
+    return {
+        base_name(name): text
+        for name, text in files.items()
+        if base_name(name) == POLICY_FILE or base_name(name) not in NOT_RULES
+    }
+
+
 def version_of(files: Mapping[str, str]) -> str:
-    """A short content hash: the same files give the same version everywhere."""
+    """A short content hash of the rule set: the same rules give the same
+    version in check, dry-run, the API, the dataflow and deployments."""
     digest = hashlib.sha256()
-    for name in sorted(files, key=base_name):
-        digest.update(base_name(name).encode() + b"\0" + files[name].encode() + b"\0")
+    for name, text in sorted(rule_set_files(files).items()):
+        digest.update(name.encode() + b"\0" + text.encode() + b"\0")
     return digest.hexdigest()[:12]
 
 
@@ -213,11 +230,13 @@ class _Checker:
                 before = _HAS_OPEN.search(source, 0, start)
                 after = _HAS_CLOSE.match(source, key.end())
                 test = before is not None and after is not None and before.end() == start
+                key_name = key.group("dot") or key.group("quoted")
+                key_at = key.start("dot") if key.group("dot") else key.start("quoted")
                 known = MAP_KEYS.get(ref.path) if ref.root == "profile" else None
-                if known is not None and key.group(1) not in known:
-                    self._unknown_key(path, source, key.start(1), ref.path, key.group(1), known)
+                if known is not None and key_name not in known:
+                    self._unknown_key(path, source, key_at, ref.path, key_name, known)
                     unknown = True
-                name = map_key_getter(ref.root, ref.path, key.group(1), test)
+                name = map_key_getter(ref.root, ref.path, key_name, test)
                 if test:
                     assert before is not None and after is not None
                     start, end = before.start(), after.end()
@@ -396,7 +415,10 @@ class _Checker:
             changed_by = frozenset({"identify"})
         else:
             read = getter_for("profile", path)
-            changed_by = frozenset({"order_placed", "order_refunded", "loyalty_points_adjusted"})
+            # (an identify may change the time zone the date is read in)
+            changed_by = frozenset(
+                {"identify", "order_placed", "order_refunded", "loyalty_points_adjusted"}
+            )
         return DateTrigger(path, at, before, t.yearly, read, changed_by)
 
     def compile(self) -> CompiledRule | None:

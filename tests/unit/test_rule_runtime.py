@@ -62,7 +62,7 @@ def test_of_two_actions_due_at_once_the_higher_priority_gets_the_only_send() -> 
     assert fired == ["zz"] and capped == [("aa", "daily_cap")]
 
 
-def test_a_failing_trigger_condition_is_an_exited_decision_with_the_error() -> None:
+def test_a_failing_trigger_condition_is_an_error_decision_saying_why() -> None:
     rules = compile_rules(
         {
             "policy.yaml": POLICY,
@@ -72,9 +72,9 @@ def test_a_failing_trigger_condition_is_an_exited_decision_with_the_error() -> N
         }
     )
     effects = run(Engine(rules), [*contact(), event(1, T0 + 10, type="page_view")])
-    [exited] = decisions(effects, "exited")
-    assert exited.rule_id == "big_spender"
-    assert exited.reason.startswith("error: profile.traits.first_name.startsWith")
+    [error] = decisions(effects, "error")
+    assert error.rule_id == "big_spender" and error.category == "marketing"
+    assert error.reason.startswith("profile.traits.first_name.startsWith")
 
 
 def test_a_goal_condition_decides_which_events_convert() -> None:

@@ -250,7 +250,7 @@ def test_checking_part_of_a_document() -> None:
     doc = document(text)
     assert [str(p) for p in check(doc, Expected, "t.yaml", ("expect", 0))] == [
         "t.yaml:7:12: `expect[1].outcome` must be one of entered, fired, suppressed, held_out, "
-        'deferred, cancelled, exited, converted; got "fird" — did you mean "fired"?'
+        'deferred, cancelled, exited, converted, error; got "fird" — did you mean "fired"?'
     ]
     assert [p.message for p in check(document("name: t\n"), RuleTest, "t.yaml")] == [
         "`start` is missing: every rule test needs one",
