@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 from bytewax.connectors.kafka import (
@@ -14,8 +15,10 @@ from bytewax.connectors.kafka import (
     KafkaSource,
     KafkaSourceMessage,
 )
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
+from bytewax.inputs import StatefulSourcePartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
 
+from dataflows.caught_up import CaughtUpReports
 from engine.control import ControlMessage, decode_control
 from engine.decode import DeadLetter, decode_event
 from engine.events import BaseEvent
@@ -51,9 +54,72 @@ def _source(settings: Settings, topic: str, starting_offset: int, batch_size: in
     )
 
 
-def events_source(settings: Settings) -> KafkaSource:
+def events_source(settings: Settings, reports: CaughtUpReports | None = None) -> KafkaSource:
+    """The events topic; with ``reports``, each partition says whether it is read
+    to the end after every poll (for the stream clock)."""
     start = OFFSET_BEGINNING if settings.start_from == "earliest" else OFFSET_END
-    return _source(settings, settings.events_topic, start, batch_size=500)
+    if reports is None:
+        return _source(settings, settings.events_topic, start, batch_size=500)
+    return _ReportingSource(
+        reports,
+        [settings.kafka],
+        [settings.events_topic],
+        starting_offset=start,
+        raise_on_errors=False,
+        batch_size=500,
+        add_config={"fetch.wait.max.ms": "5", "statistics.interval.ms": "0"},
+    )
+
+
+class _ReportingSource(KafkaSource):
+    """The stock source, whose partitions report when they are read to the end."""
+
+    def __init__(self, reports: CaughtUpReports, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._reports = reports
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> Any:
+        return _ReportingPartition(
+            super().build_part(step_id, for_part, resume_state), self._reports
+        )
+
+
+class _ReportingPartition(StatefulSourcePartition[Any, int | None]):
+    """Wraps a stock partition (bytewax 0.21, pinned in pyproject.toml; its
+    consumer and position are read from its private attributes)."""
+
+    def __init__(self, inner: Any, reports: CaughtUpReports) -> None:
+        self._inner = inner
+        self._reports = reports
+        self._source = f"{inner._topic}:{inner._part_idx}"
+        self._partition = TopicPartition(inner._topic, inner._part_idx)
+
+    def next_batch(self) -> list[Any]:
+        batch: list[Any] = self._inner.next_batch()
+        self._reports.report(self._source, self._lag())
+        return batch
+
+    def next_awake(self) -> Any:
+        return self._inner.next_awake()
+
+    def snapshot(self) -> int | None:
+        offset: int | None = self._inner.snapshot()
+        return offset
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def _lag(self) -> int | None:
+        """Records left to read: the end of the partition librdkafka last fetched
+        less the position; None before anything was fetched."""
+        consumer = self._inner._consumer
+        _low, high = consumer.get_watermark_offsets(self._partition, cached=True)
+        position = self._inner._offset
+        if position < 0:  # a symbolic start (beginning, end): ask where the consumer is
+            position = consumer.position([self._partition])[0].offset
+        if high < 0 or position < 0:
+            return None
+        return max(0, int(high) - int(position))
 
 
 def control_source(settings: Settings) -> KafkaSource:

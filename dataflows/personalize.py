@@ -24,6 +24,7 @@ from typing import TypeVar
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
+from dataflows.caught_up import CaughtUpReports
 from dataflows.customer_step import (
     AnonymousInput,
     AnonymousLogic,
@@ -80,7 +81,8 @@ def build_flow(
     kafka_out = sink(settings)
 
     flow = Dataflow(flow_id)
-    raw = op.input("events_in", flow, events_source(settings))
+    reports = CaughtUpReports(settings.redis, keys)
+    raw = op.input("events_in", flow, events_source(settings, reports))
     decoded = op.map("decode", raw, decode)
     positions = op.filter_map("positions", decoded, _position)
     op.output("progress_out", positions, RedisProgressSink(settings.redis, keys))

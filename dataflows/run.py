@@ -13,12 +13,14 @@ from pathlib import Path
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
+from dataflows.caught_up import CaughtUpReader
 from dataflows.personalize import build_flow
 from dataflows.rule_registry import RuleRegistry
 from dataflows.stream_clock import PartitionTime, StreamClock
 from engine.customer import Engine
 from engine.profile import STATE_VERSION
 from engine.rules.ruleset import RuleBook
+from pulse.keys import RedisKeys
 from pulse.rules_files import RulesFileError, load_loyalty, load_rules
 from pulse.settings import Settings
 
@@ -99,6 +101,7 @@ def run(
     registry = RuleRegistry(settings, engine.book, stream_time=partition_time.latest)
     registry.catch_up()
     registry.follow()
+    CaughtUpReader(settings.redis, RedisKeys(settings.redis_prefix), clock).start()
     flow = build_flow(settings, engine, clock, partition_time)
     recovery = None
     if recovery_dir is not None:

@@ -10,9 +10,11 @@ abandoned-cart reminder to a customer whose order is in the backlog.
 So pending actions fire when the *stream* has passed their due time. Every
 item routed to a customer carries a stamp from the partition it was read from:
 the latest event time read there minus the allowed lateness. The clock is the
-minimum over partitions heard from recently; a partition silent for
-``idle_s`` has nothing unread and follows the wall clock. Live, this is the
-wall clock less the lateness; catching up, it is the backlog's own time.
+minimum over partitions: a partition its source reports as read to the end
+(dataflows/caught_up.py, from any process of a cluster) follows the wall
+clock, any other holds at its stamp. Live, this is the wall clock less the
+lateness; catching up, it is the backlog's own time. Without reports (Redis
+unreachable) a partition silent for ``idle_s`` counts as read to the end.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class StreamClock:
         idle_s: float = 2.0,
         live_window_s: float = 60.0,
         recheck_s: float = 1.0,
-        max_recheck_s: float = 60.0,
+        max_recheck_s: float = 5.0,
     ) -> None:
         self.lateness_s = lateness_s
         self.idle_s = idle_s
@@ -63,6 +65,10 @@ class StreamClock:
         self._sample = (started_at, -math.inf)
         self._speed = 1.0
         self._heard: dict[str, tuple[float, float]] = {}  # source -> (watermark, wall)
+        # Sources' own reports: source -> (wall time of the report, read to the end).
+        self._reports: dict[str, tuple[float, bool]] = {}
+        self._reports_at = -math.inf  # when they were last read
+        self._finish_at = math.inf  # when the backlog should be read, at the pace seen
         self._last = -math.inf
         self._lock = threading.Lock()  # workers of one process share the clock
 
@@ -74,11 +80,37 @@ class StreamClock:
             mark = watermark if previous is None else max(previous[0], watermark)
             self._heard[source] = (mark, wall)
 
+    def reports(
+        self, reports: dict[str, tuple[float, bool]], wall: float, finish_s: float = math.inf
+    ) -> None:
+        """Every source partition's latest report (dataflows/caught_up.py), and in
+        how many seconds, at the pace seen, every partition will be read to its end."""
+        with self._lock:
+            self._reports = reports
+            self._reports_at = wall
+            self._finish_at = wall + finish_s
+
+    def _read_to_end(self, source: str, wall: float) -> bool:
+        """Reported read to the end by a live source of this run."""
+        report = self._reports.get(source)
+        return (
+            report is not None
+            and report[1]
+            and report[0] > self._started_at  # not a report of a run that crashed
+            and wall - report[0] < self.idle_s  # and the source still polls
+        )
+
     def now(self, wall: float) -> float:
         """The event time up to which pending actions may fire."""
         follow_wall = wall - self.lateness_s
         with self._lock:
-            if self._heard:
+            if wall - self._reports_at < 5 * self.idle_s:
+                sources = self._heard.keys() | self._reports.keys()
+                value = min(
+                    (self._stamp(source, wall, follow_wall) for source in sources),
+                    default=-math.inf,
+                )
+            elif self._heard:  # no reports to go by: silence means read to the end
                 value = min(
                     follow_wall if wall - heard_at > self.idle_s else min(mark, follow_wall)
                     for mark, heard_at in self._heard.values()
@@ -95,6 +127,13 @@ class StreamClock:
                 self._sample = (wall, self._last)
             return self._last
 
+    def _stamp(self, source: str, wall: float, follow_wall: float) -> float:
+        if self._read_to_end(source, wall):
+            return follow_wall
+        heard = self._heard.get(source)
+        # Not read to the end: as far as it got, or not at all if nothing came yet.
+        return -math.inf if heard is None else min(heard[0], follow_wall)
+
     def wake_at(self, due: float, wall: float) -> datetime:
         """When (wall clock) to look at an action due at ``due`` (event time) again.
 
@@ -102,8 +141,10 @@ class StreamClock:
         Catching up it moves faster: the wait is estimated from the speed it
         moves at, between ``recheck_s`` and ``max_recheck_s``, so an action due
         in two months (every active customer's win-back) is not looked at every
-        second. Looking late costs nothing but time: the engine decides as of
-        the due time, and a customer's own later event fires it anyway.
+        second, but no later than just after the backlog should be read, when
+        the clock jumps to the wall clock. Looking late costs nothing but time:
+        the engine decides as of the due time, and a customer's own later
+        event fires it anyway.
         """
         clock = self.now(wall)
         if clock >= due:
@@ -114,5 +155,7 @@ class StreamClock:
             at = wall + (due - clock)
         else:
             estimate = (due - clock) / self._speed
-            at = wall + min(max(estimate, self.recheck_s), self.max_recheck_s)
+            finish = self._finish_at - wall + self.recheck_s
+            wait = min(estimate, finish, self.max_recheck_s)
+            at = wall + max(wait, self.recheck_s)
         return datetime.fromtimestamp(at, tz=UTC)

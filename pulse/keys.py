@@ -39,6 +39,10 @@ class RedisKeys:
     def also_bought(self, sku: str) -> str:
         return f"{self.prefix}:item:{{{sku}}}:also"
 
+    def caught_up(self) -> str:
+        """Input partitions read to their end: "<topic>:<partition>" -> JSON [at, yes]."""
+        return f"{self.prefix}:dataflow:caught_up"
+
     def rules_status(self) -> str:
         """The rule version the dataflow loaded last (JSON), for `pulse status`."""
         return f"{self.prefix}:dataflow:rules"

@@ -1,0 +1,108 @@
+"""The stream clock: pending actions fire once the stream, not the wall clock, is past them."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+from dataflows.stream_clock import PartitionTime, StreamClock
+
+START = 1_800_000_000.0  # wall time the process started
+OLD = 1_700_000_000.0  # event time of a backlog
+
+
+def clock() -> StreamClock:
+    return StreamClock(lateness_s=2.0, started_at=START)
+
+
+def test_a_partition_watermark_is_its_latest_event_less_the_lateness() -> None:
+    times = PartitionTime(lateness_s=2.0)
+    assert times.observe("t:0", OLD + 10) == OLD + 8
+    assert times.observe("t:0", OLD + 5) == OLD + 8  # an older event does not move it back
+    assert times.latest() == OLD + 10
+
+
+def test_before_anything_is_known_nothing_fires() -> None:
+    assert clock().now(START + 0.5) == -math.inf
+
+
+def test_a_backlog_holds_the_clock_at_the_slowest_partition() -> None:
+    c = clock()
+    c.observe("t:0", OLD + 100, START + 1)
+    c.observe("t:1", OLD + 40, START + 1)
+    c.reports({"t:0": (START + 1, False), "t:1": (START + 1, False)}, START + 1)
+    assert c.now(START + 1) == OLD + 40
+
+
+def test_a_partition_read_to_its_end_follows_the_wall_clock() -> None:
+    c = clock()
+    c.observe("t:0", OLD + 100, START + 1)
+    c.reports({"t:0": (START + 1.5, True)}, START + 1.5)
+    assert c.now(START + 2) == START + 2 - 2.0
+
+
+def test_a_silent_partition_with_unread_records_keeps_holding() -> None:
+    """The other process of a cluster stalls: silence is not the end of its partition."""
+    c = clock()
+    c.observe("t:0", OLD + 100, START + 1)
+    c.observe("t:1", OLD + 50, START + 1)
+    c.reports({"t:0": (START + 10, True), "t:1": (START + 10, False)}, START + 10)
+    assert c.now(START + 10) == OLD + 50
+
+
+def test_reports_of_a_run_that_crashed_do_not_count() -> None:
+    c = clock()
+    c.reports({"t:0": (START - 1, True)}, START + 1)  # written before this process started
+    assert c.now(START + 1) == -math.inf
+
+
+def test_a_source_that_stopped_reporting_is_not_trusted_to_be_at_its_end() -> None:
+    c = clock()
+    c.observe("t:0", OLD + 100, START + 1)
+    c.reports({"t:0": (START + 1, True)}, START + 1)
+    c.reports({"t:0": (START + 1, True)}, START + 9)  # the same old report, 8 s later
+    assert c.now(START + 9) == OLD + 100  # back to the partition's own stamp
+
+
+def test_without_reports_silence_means_read_to_the_end() -> None:
+    c = clock()
+    c.observe("t:0", OLD + 100, START + 1)
+    assert c.now(START + 1.5) == OLD + 100
+    assert c.now(START + 5) == START + 5 - 2.0
+
+
+def test_the_clock_never_goes_back() -> None:
+    c = clock()
+    c.reports({"t:0": (START + 1, True)}, START + 1)
+    ahead = c.now(START + 1.5)
+    c.observe("t:0", OLD, START + 2)  # a late backlog shows up
+    c.reports({"t:0": (START + 2, False)}, START + 2)
+    assert c.now(START + 2) == ahead
+
+
+def test_live_the_wait_is_exact_and_catching_up_it_is_rechecked() -> None:
+    live = clock()
+    live.reports({"t:0": (START + 1, True)}, START + 1)
+    wall = START + 1.5
+    due = wall - 2.0 + 600  # ten minutes ahead of the stream
+    assert live.wake_at(due, wall) == datetime.fromtimestamp(wall + 600, tz=UTC)
+
+    behind = clock()
+    behind.observe("t:0", OLD, START + 1)
+    behind.reports({"t:0": (START + 1, False)}, START + 1)
+    wake = behind.wake_at(OLD + 60 * 86400, START + 1).timestamp()
+    assert START + 1 + 1 <= wake <= START + 1 + 5  # between recheck_s and max_recheck_s
+
+
+def test_just_started_due_actions_are_looked_at_again_soon() -> None:
+    assert clock().wake_at(OLD, START + 0.5) == datetime.fromtimestamp(START + 1.5, tz=UTC)
+
+
+def test_catching_up_a_far_action_is_looked_at_just_after_the_backlog_should_be_read() -> None:
+    """The clock jumps to the wall clock when the backlog is read: an action due
+    long ago by the wall clock must not wait the full minute then."""
+    c = clock()
+    c.observe("t:0", OLD, START + 1)
+    c.reports({"t:0": (START + 1, False)}, START + 1, finish_s=3.0)
+    wake = c.wake_at(OLD + 60 * 86400, START + 1).timestamp()
+    assert wake == START + 1 + 3.0 + 1.0  # the estimated end of the backlog, plus a recheck
