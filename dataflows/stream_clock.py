@@ -53,12 +53,14 @@ class StreamClock:
         live_window_s: float = 60.0,
         recheck_s: float = 1.0,
         max_recheck_s: float = 5.0,
+        longest_wait_s: float = 60.0,
     ) -> None:
         self.lateness_s = lateness_s
         self.idle_s = idle_s
         self.live_window_s = live_window_s
         self.recheck_s = recheck_s
         self.max_recheck_s = max_recheck_s
+        self.longest_wait_s = longest_wait_s
         self._started_at = started_at
         # How fast the stream clock moves (event seconds per wall second),
         # measured between samples at least a second apart.
@@ -139,10 +141,11 @@ class StreamClock:
 
         Live, the stream clock moves with the wall clock, so the wait is exact.
         Catching up it moves faster: the wait is estimated from the speed it
-        moves at, between ``recheck_s`` and ``max_recheck_s``, so an action due
-        in two months (every active customer's win-back) is not looked at every
-        second, but no later than just after the backlog should be read, when
-        the clock jumps to the wall clock. Looking late costs nothing but time:
+        moves at, so an action due in two months (every active customer's
+        win-back) is not looked at every second: no later than just after the
+        backlog should be read (its lag over the pace it is read at), when the
+        clock jumps to the wall clock, and every ``max_recheck_s`` while there
+        is no such estimate yet. Looking late costs nothing but time:
         the engine decides as of the due time, and a customer's own later
         event fires it anyway.
         """
@@ -155,7 +158,10 @@ class StreamClock:
             at = wall + (due - clock)
         else:
             estimate = (due - clock) / self._speed
-            finish = self._finish_at - wall + self.recheck_s
-            wait = min(estimate, finish, self.max_recheck_s)
-            at = wall + max(wait, self.recheck_s)
+            if math.isfinite(self._finish_at):
+                # Just after the backlog should be read: the clock jumps then.
+                limit = min(self._finish_at - wall + self.recheck_s, self.longest_wait_s)
+            else:
+                limit = self.max_recheck_s  # no estimate of the end yet: look often
+            at = wall + max(min(estimate, limit), self.recheck_s)
         return datetime.fromtimestamp(at, tz=UTC)

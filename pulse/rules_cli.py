@@ -201,6 +201,7 @@ def _print_report(report: Any, args: argparse.Namespace) -> None:
         "deferred",
         "cancelled",
         "exited",
+        "errors",
         "converted",
         "sample customers (fired)",
     ):
@@ -227,6 +228,7 @@ def _print_report(report: Any, args: argparse.Namespace) -> None:
             f"{o['deferred']:,}",
             f"{o['cancelled']:,}",
             f"{o['exited']:,}",
+            f"{o['error']:,}",
             converted or "-",
             ", ".join(rule.samples.get("fired", [])) or "-",
         )
@@ -257,7 +259,11 @@ def deploy(args: argparse.Namespace, settings: Settings) -> int:
         print(f"pulse rules deploy: {exc}", file=sys.stderr)
         return 1
     _announce(deployment, len(loaded.rules.rules), "deployed")
-    return _wait_for_dataflow(settings, deployment.version) if args.wait else 0
+    return (
+        _wait_for_dataflow(settings, deployment.version, deployment.effective_at)
+        if args.wait
+        else 0
+    )
 
 
 def _announce(deployment: Any, rules: int, what: str) -> None:
@@ -268,7 +274,11 @@ def _announce(deployment: Any, rules: int, what: str) -> None:
     )
 
 
-def _wait_for_dataflow(settings: Settings, version: str, timeout_s: float = 30.0) -> int:
+def _wait_for_dataflow(
+    settings: Settings, version: str, effective_at: float, timeout_s: float = 30.0
+) -> int:
+    """Until the dataflow reports this very deployment (version and effective
+    time: the same version can be deployed again, or be the base version)."""
     import redis
 
     from pulse.keys import RedisKeys
@@ -278,7 +288,8 @@ def _wait_for_dataflow(settings: Settings, version: str, timeout_s: float = 30.0
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         raw = client.get(key)
-        if isinstance(raw, bytes) and orjson.loads(raw).get("version") == version:
+        status = orjson.loads(raw) if isinstance(raw, bytes) else {}
+        if status.get("version") == version and status.get("effective_at") == effective_at:
             print(f"the dataflow has loaded version {version}")
             return 0
         time.sleep(0.2)
@@ -314,7 +325,11 @@ def rollback(args: argparse.Namespace, settings: Settings) -> int:
     _announce(
         deployment, len(loaded.rules.rules) if loaded.rules else 0, f"rolled back from {current}:"
     )
-    return _wait_for_dataflow(settings, deployment.version) if args.wait else 0
+    return (
+        _wait_for_dataflow(settings, deployment.version, deployment.effective_at)
+        if args.wait
+        else 0
+    )
 
 
 def versions(args: argparse.Namespace, settings: Settings) -> int:
