@@ -27,7 +27,7 @@ from pulse.rules_files import RulesFileError, load_loyalty, load_rfm, load_rules
 from pulse.settings import Settings
 
 # Tables go wide when written to a file or a pipe, rather than truncating ids.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)
 
 
