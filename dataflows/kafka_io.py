@@ -19,6 +19,7 @@ from bytewax.inputs import StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
 
 from dataflows.caught_up import CaughtUpReports
+from dataflows.stream_clock import PartitionTime
 from engine.control import ControlMessage, decode_control
 from engine.decode import DeadLetter, decode_event
 from engine.events import BaseEvent
@@ -54,14 +55,16 @@ def _source(settings: Settings, topic: str, starting_offset: int, batch_size: in
     )
 
 
-def events_source(settings: Settings, reports: CaughtUpReports | None = None) -> KafkaSource:
-    """The events topic; with ``reports``, each partition says whether it is read
-    to the end after every poll (for the stream clock)."""
+def events_source(
+    settings: Settings, reports: CaughtUpReports, partition_time: PartitionTime
+) -> KafkaSource:
+    """The events topic, whose partitions seal their position at the end of each
+    epoch and say whether they were read to the end then (for the stream clock,
+    dataflows/stream_clock.py)."""
     start = OFFSET_BEGINNING if settings.start_from == "earliest" else OFFSET_END
-    if reports is None:
-        return _source(settings, settings.events_topic, start, batch_size=500)
     return _ReportingSource(
         reports,
+        partition_time,
         [settings.kafka],
         [settings.events_topic],
         starting_offset=start,
@@ -72,31 +75,45 @@ def events_source(settings: Settings, reports: CaughtUpReports | None = None) ->
 
 
 class _ReportingSource(KafkaSource):
-    """The stock source, whose partitions report when they are read to the end."""
+    """The stock source, whose partitions seal epochs and report being read to the end."""
 
-    def __init__(self, reports: CaughtUpReports, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, reports: CaughtUpReports, partition_time: PartitionTime, *args: Any, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._reports = reports
+        self._partition_time = partition_time
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> Any:
         return _ReportingPartition(
-            super().build_part(step_id, for_part, resume_state), self._reports
+            super().build_part(step_id, for_part, resume_state),
+            self._reports,
+            self._partition_time,
         )
 
 
 class _ReportingPartition(StatefulSourcePartition[Any, int | None]):
     """Wraps a stock partition (bytewax 0.21, pinned in pyproject.toml; its
-    consumer and position are read from its private attributes)."""
+    consumer and position are read from its private attributes).
 
-    def __init__(self, inner: Any, reports: CaughtUpReports) -> None:
+    Bytewax calls ``snapshot`` exactly at the end of each of the partition's
+    epochs, and ``next_batch`` of a new epoch only once the whole dataflow has
+    finished the previous ones. So the position and lag taken at a snapshot
+    speak for records that are applied everywhere by the next ``next_batch``:
+    that is when the lag is reported.
+    """
+
+    def __init__(self, inner: Any, reports: CaughtUpReports, partition_time: PartitionTime) -> None:
         self._inner = inner
         self._reports = reports
+        self._partition_time = partition_time
         self._source = f"{inner._topic}:{inner._part_idx}"
         self._partition = TopicPartition(inner._topic, inner._part_idx)
+        self._sealed_lag: int | None = None  # not known until the first epoch ends
 
     def next_batch(self) -> list[Any]:
         batch: list[Any] = self._inner.next_batch()
-        self._reports.report(self._source, self._lag())
+        self._reports.report(self._source, self._sealed_lag)
         return batch
 
     def next_awake(self) -> Any:
@@ -104,22 +121,28 @@ class _ReportingPartition(StatefulSourcePartition[Any, int | None]):
 
     def snapshot(self) -> int | None:
         offset: int | None = self._inner.snapshot()
+        self._sealed_lag = self._lag()
+        self._partition_time.seal(self._source, self._position())
         return offset
 
     def close(self) -> None:
         self._inner.close()
 
+    def _position(self) -> int:
+        """The offset read next (negative before anything was fetched)."""
+        position = int(self._inner._offset)
+        if position < 0:  # a symbolic start (beginning, end): ask where the consumer is
+            position = int(self._inner._consumer.position([self._partition])[0].offset)
+        return position
+
     def _lag(self) -> int | None:
         """Records left to read: the end of the partition librdkafka last fetched
         less the position; None before anything was fetched."""
-        consumer = self._inner._consumer
-        _low, high = consumer.get_watermark_offsets(self._partition, cached=True)
-        position = self._inner._offset
-        if position < 0:  # a symbolic start (beginning, end): ask where the consumer is
-            position = consumer.position([self._partition])[0].offset
+        _low, high = self._inner._consumer.get_watermark_offsets(self._partition, cached=True)
+        position = self._position()
         if high < 0 or position < 0:
             return None
-        return max(0, int(high) - int(position))
+        return max(0, int(high) - position)
 
 
 def control_source(settings: Settings) -> KafkaSource:

@@ -82,7 +82,7 @@ def build_flow(
 
     flow = Dataflow(flow_id)
     reports = CaughtUpReports(settings.redis, keys)
-    raw = op.input("events_in", flow, events_source(settings, reports))
+    raw = op.input("events_in", flow, events_source(settings, reports, partition_time))
     decoded = op.map("decode", raw, decode)
     positions = op.filter_map("positions", decoded, _position)
     op.output("progress_out", positions, RedisProgressSink(settings.redis, keys))
@@ -210,7 +210,7 @@ def _stamped(partition_time: PartitionTime, decoded: Decoded) -> Stamped[BaseEve
     event = decoded.item
     assert isinstance(event, BaseEvent)
     source = f"{decoded.topic}:{decoded.partition}"
-    return Stamped(event, source, partition_time.observe(source, event.ts))
+    return Stamped(event, source, partition_time.observe(source, event.ts, decoded.offset))
 
 
 def _link(stamped: Stamped[BaseEvent]) -> Stamped[AnonymousInput] | None:

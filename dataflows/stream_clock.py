@@ -15,27 +15,61 @@ minimum over partitions: a partition its source reports as read to the end
 clock, any other holds at its stamp. Live, this is the wall clock less the
 lateness; catching up, it is the backlog's own time. Without reports (Redis
 unreachable) a partition silent for ``idle_s`` counts as read to the end.
+
+Stamps and reports speak only for *finished epochs*. Items do not reach a
+customer in the order they were read: an event with a customer id goes there
+directly, an anonymous one through its anonymous id's step, on another worker
+perhaps, and within an epoch Bytewax applies whatever arrives first. A stamp
+taken from the latest event read could then overtake an older event of the
+same partition and fire a customer's reminder before the event that cancels
+it. Bytewax does guarantee that a source reads nothing of an epoch before the
+whole dataflow has finished the previous ones (its backpressure), and it
+snapshots each source partition exactly at the end of its epoch. So the
+source seals its position at each snapshot (``PartitionTime.seal``) and an
+item carries the latest event time read *before the last seal it follows*:
+everything that stamp speaks for has been applied everywhere by the time the
+item is even read. The price is one epoch (``snapshot_interval_s``) of delay
+while catching up; live, the reports make the clock follow the wall clock.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from collections import deque
 from datetime import UTC, datetime
 
 
 class PartitionTime:
-    """Source side: the latest event time read per partition, as a watermark."""
+    """Source side: per partition, the latest event time read before its last seal.
+
+    ``seal`` is called by the source partition at the end of each epoch with
+    the offset it will read next; ``observe`` is called, on the same worker and
+    in offset order, for every event read, and stamps it with what was read
+    before the last seal it follows (module docstring).
+    """
 
     def __init__(self, lateness_s: float) -> None:
         self.lateness_s = lateness_s
         self._latest: dict[str, float] = {}
+        self._sealed: dict[str, float] = {}
+        self._seals: dict[str, deque[int]] = {}
 
-    def observe(self, source: str, event_ts: float) -> float:
-        """Record an event read from ``source``; returns the source's watermark."""
-        latest = max(self._latest.get(source, -math.inf), event_ts)
-        self._latest[source] = latest
-        return latest - self.lateness_s
+    def seal(self, source: str, next_offset: int) -> None:
+        """The end of an epoch: events before ``next_offset`` are in finished epochs."""
+        if next_offset >= 0:  # a symbolic position: nothing read yet
+            self._seals.setdefault(source, deque()).append(next_offset)
+
+    def observe(self, source: str, event_ts: float, offset: int | None = None) -> float:
+        """Record an event read from ``source`` at ``offset``; returns its stamp:
+        the watermark of the finished epochs before it."""
+        seals = self._seals.get(source)
+        if seals and offset is not None:
+            while seals and offset >= seals[0]:
+                seals.popleft()
+                self._sealed[source] = self._latest.get(source, -math.inf)
+        self._latest[source] = max(self._latest.get(source, -math.inf), event_ts)
+        return self._sealed.get(source, -math.inf) - self.lateness_s
 
     def latest(self) -> float:
         """The latest event time read from any partition of this process."""

@@ -15,11 +15,29 @@ def clock() -> StreamClock:
     return StreamClock(lateness_s=2.0, started_at=START)
 
 
-def test_a_partition_watermark_is_its_latest_event_less_the_lateness() -> None:
+def test_a_stamp_speaks_only_for_epochs_that_ended_before_the_event_was_read() -> None:
+    """An event read after a seal carries the latest event time read before it,
+    less the lateness; events of the epoch still being read add nothing yet."""
     times = PartitionTime(lateness_s=2.0)
-    assert times.observe("t:0", OLD + 10) == OLD + 8
-    assert times.observe("t:0", OLD + 5) == OLD + 8  # an older event does not move it back
-    assert times.latest() == OLD + 10
+    assert times.observe("t:0", OLD + 10, 0) == -math.inf  # no epoch has ended
+    assert times.observe("t:0", OLD + 20, 1) == -math.inf
+    times.seal("t:0", 2)  # end of the first epoch: offsets 0 and 1 are in it
+    assert times.observe("t:0", OLD + 30, 2) == OLD + 18
+    assert times.observe("t:0", OLD + 40, 3) == OLD + 18  # same epoch: not yet its own time
+    times.seal("t:0", 4)
+    times.seal("t:0", 6)  # two epochs end before the next event is stamped
+    assert times.observe("t:0", OLD + 5, 7) == OLD + 38  # an older event does not move it back
+    assert times.latest() == OLD + 40
+
+
+def test_partitions_are_sealed_separately() -> None:
+    times = PartitionTime(lateness_s=0.0)
+    times.observe("t:0", OLD + 10, 0)
+    times.observe("t:1", OLD + 99, 0)
+    times.seal("t:0", 1)
+    times.seal("t:1", -1001)  # nothing read yet: a symbolic position seals nothing
+    assert times.observe("t:0", OLD + 11, 1) == OLD + 10
+    assert times.observe("t:1", OLD + 100, 1) == -math.inf
 
 
 def test_before_anything_is_known_nothing_fires() -> None:
