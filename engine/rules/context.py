@@ -120,16 +120,17 @@ class Scope:
     def inputs(self, names: tuple[str, ...]) -> tuple[Any, ...]:
         """The values of the flat variables an expression reads, computed once per scope."""
         values = self.values
-        out = []
-        for name in names:
-            value = values.get(name, _MISSING)
-            if value is _MISSING:
-                value = values[name] = GETTERS[name](self)
-            out.append(value)
-        return tuple(out)
+        return tuple([values[name] if name in values else self.value(name) for name in names])
+
+    def value(self, name: str) -> Any:
+        """One flat variable's value, computed once per scope."""
+        values = self.values
+        if name in values:
+            return values[name]
+        value = values[name] = GETTERS[name](self)
+        return value
 
 
-_MISSING = object()
 _NO_JOURNEY = Journey()
 
 
@@ -665,6 +666,17 @@ def map_key_getter(root: str, path: tuple[str, ...], key: str, test: bool) -> st
             return found.get(key, zero) if isinstance(found, dict) else zero
 
         GETTERS[name] = count
+        return name
+    if (root, path) == ("profile", ("consent",)):  # read directly, not as a whole map
+
+        def consent(s: Scope) -> Any:
+            found = s.state.consent.get(key)
+            return None if found is None else found.granted
+
+        def has_consent(s: Scope) -> bool:
+            return key in s.state.consent
+
+        GETTERS[name] = has_consent if test else consent
         return name
     if (root, path) == ("profile", ("traits",)):  # the common case, read directly
 

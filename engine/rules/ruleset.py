@@ -45,10 +45,16 @@ class Expression:
     program: Any  # cel.Program
     needs: tuple[str, ...]  # the flat variables it reads
     functions: bool = False  # calls Pulse's extra functions (min, max)
+    # The expression is one variable and nothing else (a payload's ``cart.items``):
+    # its value is the result, with no trip through the interpreter, which would
+    # convert a list of maps element by element only to hand it back.
+    direct: bool = False
     _memo: dict[tuple[Any, ...], Any] = field(default_factory=dict, compare=False, repr=False)
 
     def evaluate(self, scope: Scope) -> Any:
         """The result for this scope; CEL errors raise (ValueError, TypeError, ...)."""
+        if self.direct:
+            return scope.value(self.needs[0])
         key = scope.inputs(self.needs)
         try:
             return self._memo[key]

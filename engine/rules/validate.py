@@ -262,7 +262,8 @@ class _Checker:
             self.problem(path, f"internal error compiling this expression: {exc}")
             return None
         calls = set(program.functions()) & set(FUNCTIONS)
-        return Expression(source, program, tuple(dict.fromkeys(needs)), bool(calls))
+        direct = len(needs) == 1 and rewritten.strip() == needs[0]
+        return Expression(source, program, tuple(dict.fromkeys(needs)), bool(calls), direct)
 
     def _unknown_key(
         self,

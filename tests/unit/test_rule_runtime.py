@@ -189,3 +189,29 @@ def test_payload_maps_come_out_in_one_order_whatever_the_process() -> None:
     [trigger] = [e.trigger for e in effects if isinstance(e, TriggerFired)]
     assert list(trigger.payload["extra"]) == ["alpha", "mid", "zeta"]
     assert list(trigger.payload["items"][0]) == ["category", "name", "price", "quantity", "sku"]
+
+
+def test_a_payload_of_one_variable_is_its_value_as_the_interpreter_would_give_it() -> None:
+    """``cart.items`` alone skips the interpreter (it would convert the list of
+    maps both ways); the trigger must carry what the interpreter returns."""
+    files = {
+        "policy.yaml": POLICY,
+        "cart.yaml": "id: cart\ncategory: transactional\ntrigger: {event: add_to_cart}\n"
+        "action: {channel: webhook, template: t, payload: {items: cart.items, "
+        "value: cart.value, first: 'has(profile.traits.first_name)', "
+        "sku: event.sku, same: '[cart.items][0]'}}\n",
+    }
+    rules = compile_rules(files)
+    direct = {name: e.direct for name, e in rules.by_id["cart"].payload}
+    assert direct == {"items": True, "value": True, "first": True, "sku": True, "same": False}
+    effects = run(
+        Engine(rules),
+        [
+            event(1, T0, type="add_to_cart", sku="s", price=2.5, quantity=2, name="n"),
+            event(2, T0 + 1, type="add_to_cart", sku="t", price=1.0, category="c"),
+        ],
+    )
+    last = [e.trigger for e in effects if isinstance(e, TriggerFired)][-1]
+    assert last.payload["items"] == last.payload["same"]
+    assert last.payload["value"] == 6.0 and last.payload["first"] is False
+    assert last.payload["sku"] == "t"
