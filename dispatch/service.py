@@ -69,10 +69,11 @@ class Dispatcher:
         try:
             while not self.stopping.is_set():
                 msgs = self.consumer.consume(num_messages=200, timeout=0.1)
-                if not msgs:
+                handled = sum([self._handle(msg) for msg in msgs])
+                if not handled:
+                    # Nothing but errors or end-of-partition notices: there is
+                    # no offset to commit, and librdkafka says so with an error.
                     continue
-                for msg in msgs:
-                    self._handle(msg)
                 self.producer.flush(10)
                 self.consumer.commit(asynchronous=False)
         finally:
@@ -85,12 +86,18 @@ class Dispatcher:
                 self.expired,
             )
 
-    def _handle(self, msg: Message) -> None:
+    def _handle(self, msg: Message) -> bool:
+        """Deliver (or skip, or dead-letter) one record; False for a consumer
+        error, which carries no offset."""
         err = msg.error()
         if err is not None:
             if err.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error: %s", err)
-            return
+            return False
+        self._deliver(msg)
+        return True
+
+    def _deliver(self, msg: Message) -> None:
         raw = msg.value() or b""
         try:
             trigger = _decode_trigger(raw)

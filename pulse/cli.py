@@ -80,10 +80,19 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def require_topics(settings: Settings, process: str) -> None:
+    """Every long-running process checks its topics before it starts (see
+    pulse.services.kafka.require_topics)."""
+    from pulse.services.kafka import require_topics as check
+
+    check(settings, process)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from dataflows.run import run
 
     settings = _settings(args, workers=args.workers)
+    require_topics(settings, "pulse run")
     recovery = (
         None if args.no_recovery else Path(args.recovery_dir or settings.effective_recovery_dir)
     )
@@ -98,6 +107,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from api.app import create_app
 
     settings = _settings(args, api_host=args.host, api_port=args.port)
+    require_topics(settings, "pulse api")
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,
@@ -111,7 +121,9 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_dispatch(args: argparse.Namespace) -> int:
     from dispatch.service import serve
 
-    serve(_settings(args))
+    settings = _settings(args)
+    require_topics(settings, "pulse dispatch")
+    serve(settings)
     return 0
 
 

@@ -243,6 +243,44 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     return created
 
 
+def require_topics(settings: Settings, process: str) -> None:
+    """Check at start-up that Pulse's topics exist, before any client uses them.
+
+    A Bytewax source on a missing topic dies with a Rust panic and a consumer
+    commits nothing it can name; a new ``topic_prefix`` or an existing Kafka
+    must instead get one line saying what is missing. When Pulse owns the
+    broker it simply creates the topics; on someone else's Kafka it does not
+    decide partitions for them, and names the command that does.
+    """
+    admin = AdminClient({"bootstrap.servers": settings.kafka, "logger": _quiet})  # type: ignore[dict-item]
+    try:
+        existing = set(admin.list_topics(timeout=10).topics)
+    except KafkaException as exc:
+        hint = (
+            "start it with `pulse services up`"
+            if settings.kafka_managed
+            else "check PULSE_KAFKA_BOOTSTRAP"
+        )
+        raise ServiceError(
+            f"{process}: no Kafka broker answers at {settings.kafka} ({hint})"
+        ) from exc
+    missing = [t for t in settings.all_topics if t not in existing]
+    if not missing:
+        return
+    if settings.kafka_managed:
+        created = ensure_topics(settings)
+        log.info("%s: created topics %s", process, ", ".join(created))
+        return
+    others = f" (and {', '.join(missing[1:])})" if len(missing) > 1 else ""
+    raise ServiceError(
+        f"{process}: topic {missing[0]}{others} does not exist on the Kafka at "
+        f"{settings.kafka}: create Pulse's topics with `pulse services up` (with "
+        f"PULSE_KAFKA_BOOTSTRAP set it only creates topics, {settings.partitions} "
+        f"partitions each), or with kafka-topics.sh --create --topic {missing[0]} "
+        f"--partitions {settings.partitions}"
+    )
+
+
 def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
