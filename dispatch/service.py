@@ -2,9 +2,16 @@
 
 Exactly-once delivery rests on the trigger id (deterministic per rule, customer
 and originating event). Before sending, the dispatcher claims the id in Redis
-with SET NX; a trigger whose id is already claimed as sent is skipped, so a
-replayed or redelivered trigger never reaches the customer twice. Offsets are
-committed only after the outcome is recorded, so a crash re-reads, never skips.
+with SET NX; a trigger whose id is already claimed as sent (or as failed and
+dead-lettered) is skipped, so a replayed or redelivered trigger never reaches
+the customer twice. Offsets are committed only after the outcome is recorded,
+so a crash re-reads, never skips.
+
+A channel makes one attempt and says whether a failure is worth another
+(``dispatch.channels.base``); the dispatcher retries those with full-jitter
+exponential backoff, up to ``dispatch_max_attempts``. A permanent failure or
+exhausted retries put the trigger on ``<prefix>.triggers.dlq`` with the
+reason, and every outcome goes back to the events topic as a message event.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ import orjson
 import redis
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
-from dispatch.channels import Channel, channel_for
+from dispatch.backoff import Backoff
+from dispatch.channels import Channel, Outcome, build_channel
 from dispatch.channels import Message as ChannelMessage
 from engine.triggers import Trigger
 from pulse.keys import RedisKeys
@@ -33,11 +41,17 @@ _CLAIM_TTL_S = 30 * 24 * 3600  # remember deliveries for 30 days
 _decode_trigger = msgspec.json.Decoder(Trigger).decode
 
 
+class _Stopping(Exception):
+    """A stop was asked for while a trigger waited for its next attempt: the
+    batch is left uncommitted and re-read by the next dispatcher."""
+
+
 class Dispatcher:
     def __init__(self, settings: Settings, channel: Channel | None = None) -> None:
         self.settings = settings
         self.keys = RedisKeys(settings.redis_prefix)
-        self.channel = channel or channel_for(settings.dispatch_channel)
+        self.channel = channel or build_channel(settings)
+        self.backoff = Backoff(settings.dispatch_backoff_s, settings.dispatch_backoff_max_s)
         self.redis: redis.Redis = redis.Redis.from_url(settings.redis)
         self.consumer = Consumer(
             {
@@ -60,6 +74,8 @@ class Dispatcher:
         self.delivered = 0
         self.duplicates = 0
         self.expired = 0
+        self.failed = 0
+        self.retries = 0
 
     def run(self) -> None:
         self.consumer.subscribe([self.settings.triggers_topic])
@@ -69,7 +85,12 @@ class Dispatcher:
         try:
             while not self.stopping.is_set():
                 msgs = self.consumer.consume(num_messages=200, timeout=0.1)
-                handled = sum([self._handle(msg) for msg in msgs])
+                handled = 0
+                try:
+                    for msg in msgs:
+                        handled += self._handle(msg)
+                except _Stopping:
+                    break
                 if not handled:
                     # Nothing but errors or end-of-partition notices: there is
                     # no offset to commit, and librdkafka says so with an error.
@@ -79,9 +100,13 @@ class Dispatcher:
         finally:
             self.consumer.close()
             self.producer.flush(10)
+            self.channel.close()
             log.info(
-                "dispatcher stopped: %d delivered, %d duplicates skipped, %d expired",
+                "dispatcher stopped: %d delivered, %d failed (dead-lettered), %d retries, "
+                "%d duplicates skipped, %d expired",
                 self.delivered,
+                self.failed,
+                self.retries,
                 self.duplicates,
                 self.expired,
             )
@@ -120,47 +145,96 @@ class Dispatcher:
         claimed = self.redis.set(key, "sending", nx=True, ex=_CLAIM_TTL_S)
         if not claimed:
             previous = self.redis.get(key)
-            if previous == b"sent":
+            if previous in (b"sent", b"failed", b"expired"):
                 self.duplicates += 1
-                log.debug("trigger %s already delivered: skipped", trigger.trigger_id)
+                log.debug("trigger %s already %s: skipped", trigger.trigger_id, previous.decode())
                 return
             # A claim left "sending" by a crash mid-send: the channel receives
             # the same idempotency key again and is expected to deduplicate.
-        outcome = self.channel.send(
-            ChannelMessage(
-                idempotency_key=trigger.trigger_id,
-                rule_id=trigger.rule_id,
-                customer_id=trigger.customer_id,
-                channel=trigger.channel,
-                template=trigger.template,
-                recipient=trigger.recipient,
-                payload=trigger.payload,
-            )
+        message = ChannelMessage(
+            idempotency_key=trigger.trigger_id,
+            rule_id=trigger.rule_id,
+            customer_id=trigger.customer_id,
+            channel=trigger.channel,
+            template=trigger.template,
+            recipient=trigger.recipient,
+            payload=trigger.payload,
+            fired_at=trigger.fired_at,
+            priority=trigger.priority,
+            category=trigger.category,
         )
-        self.redis.set(key, outcome.status, ex=_CLAIM_TTL_S)
+        outcome, attempts = self._attempt(message)
+        channel = trigger.channel if self.channel.name == "routed" else self.channel.name
         if outcome.status == "sent":
+            self.redis.set(key, "sent", ex=_CLAIM_TTL_S)
             self.delivered += 1
         else:
+            # Dead-lettered before the claim says so: a crash in between
+            # retries the trigger rather than losing it.
+            self.failed += 1
             log.warning(
-                "trigger %s failed on %s: %s", trigger.trigger_id, self.channel.name, outcome.detail
+                "trigger %s (%s) failed on %s after %d attempt(s): %s",
+                trigger.trigger_id,
+                trigger.rule_id,
+                channel,
+                attempts,
+                outcome.detail,
             )
-        self._report_outcome(trigger, outcome.status)
+            self._dead_letter(
+                raw,
+                outcome.detail,
+                msg,
+                extra=[
+                    ("pulse.trigger_id", trigger.trigger_id.encode()),
+                    ("pulse.channel", channel.encode()),
+                    ("pulse.attempts", str(attempts).encode()),
+                ],
+            )
+            self.producer.flush(10)
+            self.redis.set(key, "failed", ex=_CLAIM_TTL_S)
+        self._report_outcome(trigger, channel, outcome)
 
-    def _report_outcome(self, trigger: Trigger, status: str) -> None:
-        """Send the delivery outcome back as an event so profiles learn from it."""
-        if status != "sent":
-            return
-        event = {
-            "type": "message_sent",
-            "event_id": f"sent:{trigger.trigger_id}",
+    def _attempt(self, message: ChannelMessage) -> tuple[Outcome, int]:
+        """Send until sent, permanently failed, or out of attempts."""
+        failures = 0
+        while True:
+            outcome = self.channel.send(message)
+            if outcome.status != "retry":
+                return outcome, failures + 1
+            failures += 1
+            if failures >= self.settings.dispatch_max_attempts:
+                return Outcome("failed", f"gave up after {failures} attempts: {outcome.detail}"), (
+                    failures
+                )
+            delay = self.backoff.delay(failures, outcome.retry_after_s)
+            self.retries += 1
+            log.info(
+                "trigger %s: %s; attempt %d in %.2f s",
+                message.idempotency_key,
+                outcome.detail,
+                failures + 1,
+                delay,
+            )
+            if self.stopping.wait(delay):
+                raise _Stopping
+
+    def _report_outcome(self, trigger: Trigger, channel: str, outcome: Outcome) -> None:
+        """Send the delivery outcome back as an event so profiles learn from it
+        and rule goals can attribute conversions."""
+        sent = outcome.status == "sent"
+        event: dict[str, object] = {
+            "type": "message_sent" if sent else "message_failed",
+            "event_id": f"{'sent' if sent else 'failed'}:{trigger.trigger_id}",
             "customer_id": trigger.customer_id,
             "channel": "web",
             "message_id": trigger.trigger_id,
-            "message_channel": self.channel.name,
+            "message_channel": channel,
             "trigger_id": trigger.trigger_id,
             "rule_id": trigger.rule_id,
             "timestamp": _rfc3339(time.time()),
         }
+        if not sent:
+            event["reason"] = outcome.detail[:1000]
         self.producer.produce(
             self.settings.events_topic,
             key=trigger.customer_id.encode(),
@@ -168,7 +242,13 @@ class Dispatcher:
         )
         self.producer.poll(0)
 
-    def _dead_letter(self, raw: bytes, reason: str, msg: Message) -> None:
+    def _dead_letter(
+        self,
+        raw: bytes,
+        reason: str,
+        msg: Message,
+        extra: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         log.warning(
             "dead letter trigger at %s[%s]@%s: %s",
             msg.topic(),
@@ -181,7 +261,10 @@ class Dispatcher:
             value=raw,
             headers=[
                 ("pulse.reason", reason.encode()),
+                ("pulse.source.topic", str(msg.topic()).encode()),
+                ("pulse.source.partition", str(msg.partition()).encode()),
                 ("pulse.source.offset", str(msg.offset()).encode()),
+                *(extra or []),
             ],
         )
 

@@ -172,6 +172,13 @@ class MessageUnsubscribed(_MessageEvent, frozen=True, tag="message_unsubscribed"
     pass
 
 
+class MessageFailed(_MessageEvent, frozen=True, tag="message_failed"):
+    """Pulse could not deliver it: a permanent refusal or retries exhausted
+    (the trigger is then on ``<prefix>.triggers.dlq``)."""
+
+    reason: str | None = None
+
+
 class ConsentChanged(BaseEvent, frozen=True, tag="consent_changed"):
     consent_channel: MessageChannel
     granted: bool
@@ -212,6 +219,7 @@ Event = (
     | MessageClicked
     | MessageBounced
     | MessageUnsubscribed
+    | MessageFailed
     | ConsentChanged
     | StoreVisit
     | LoyaltyPointsAdjusted

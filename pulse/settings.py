@@ -7,6 +7,7 @@ down. Nothing in Pulse reads the environment at import time.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import tomllib
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
+import orjson
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,6 +28,28 @@ _SECRET_FIELDS = frozenset({"write_keys", "read_keys"})
 
 class SettingsError(ValueError):
     """A setting is missing, malformed or out of range; the message names it."""
+
+
+class WebhookEndpoint(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One webhook receiver. ``secret`` is ``whsec_`` and base64 of 24 to 64 random
+    bytes (Standard Webhooks); each endpoint has its own."""
+
+    url: str
+    secret: str
+    timeout_s: float = 5.0
+
+
+def check_webhook_secret(secret: str) -> str | None:
+    """What is wrong with a Standard Webhooks secret, or None."""
+    if not secret.startswith("whsec_"):
+        return "must start with whsec_ (Standard Webhooks secret format)"
+    try:
+        raw = base64.b64decode(secret[len("whsec_") :] + "==", validate=False)
+    except ValueError:
+        return "is not base64 after whsec_"
+    if not 24 <= len(raw) <= 64:
+        return f"must hold 24 to 64 bytes after whsec_, holds {len(raw)}"
+    return None
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -70,8 +94,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     write_keys: tuple[str, ...] = ()
     read_keys: tuple[str, ...] = ()
 
-    # Dispatcher.
-    dispatch_channel: Literal["log"] = "log"
+    # Dispatcher. "log": every trigger as a JSON line on stdout, whatever its
+    # channel (development, the demo's console). "routed": each trigger to its
+    # own channel; one with no configured channel goes to the dead-letter topic.
+    dispatch_channel: Literal["log", "routed"] = "log"
+    # Attempts per trigger for retriable failures, with full-jitter exponential
+    # backoff from dispatch_backoff_s up to dispatch_backoff_max_s between them.
+    dispatch_max_attempts: int = 6
+    dispatch_backoff_s: float = 0.2
+    dispatch_backoff_max_s: float = 30.0
+    # A circuit per endpoint opens after this many retriable failures in a row
+    # and lets one trial through after breaker_reset_s.
+    breaker_failures: int = 5
+    breaker_reset_s: float = 30.0
+    # Webhooks: the default endpoint, and named ones (a trigger whose template
+    # names an endpoint goes there; TOML table or JSON in PULSE_WEBHOOK_ENDPOINTS).
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_timeout_s: float = 5.0
+    webhook_endpoints: dict[str, WebhookEndpoint] = msgspec.field(default_factory=dict)
 
     # Local services.
     cache_dir: str = str(PROJECT_ROOT / ".cache")
@@ -89,6 +130,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "max_body_bytes",
             "local_kafka_port",
             "local_redis_port",
+            "dispatch_max_attempts",
+            "breaker_failures",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name}: must be at least 1, got {getattr(self, name)}")
@@ -96,6 +139,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "snapshot_interval_s",
             "ack_timeout_s",
             "dedup_window_s",
+            "dispatch_backoff_s",
+            "breaker_reset_s",
+            "webhook_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name}: must be positive, got {getattr(self, name)}")
@@ -108,6 +154,26 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise SettingsError(
                 f"redis_url: must start with redis://, rediss:// or unix://, got {self.redis_url!r}"
             )
+        if self.dispatch_backoff_max_s < self.dispatch_backoff_s:
+            raise SettingsError("dispatch_backoff_max_s: must be at least dispatch_backoff_s")
+        if (self.webhook_url is None) != (self.webhook_secret is None):
+            raise SettingsError(
+                "webhook_secret: webhook_url and webhook_secret go together (every "
+                "webhook is signed)"
+            )
+        if self.webhook_secret is not None and (
+            problem := check_webhook_secret(self.webhook_secret)
+        ):
+            raise SettingsError(f"webhook_secret: {problem}")
+        for endpoint, spec in self.webhook_endpoints.items():
+            if problem := check_webhook_secret(spec.secret):
+                raise SettingsError(f"webhook_endpoints: {endpoint}: secret {problem}")
+            if not spec.url.startswith(("http://", "https://")):
+                raise SettingsError(f"webhook_endpoints: {endpoint}: url must be http(s)")
+        if self.webhook_url is not None and not self.webhook_url.startswith(
+            ("http://", "https://")
+        ):
+            raise SettingsError("webhook_url: must start with http:// or https://")
         for name in ("topic_prefix", "redis_prefix"):
             value = getattr(self, name)
             if not value or any(c in value for c in " :{}"):
@@ -182,6 +248,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         for key, value in msgspec.to_builtins(self).items():
             if value is None:
                 continue
+            if key in _JSON_FIELDS:
+                if value:
+                    out[f"PULSE_{key.upper()}"] = orjson.dumps(value).decode()
+                continue
             if isinstance(value, bool):
                 value = "true" if value else "false"
             elif isinstance(value, list | tuple):
@@ -194,6 +264,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         out: dict[str, Any] = msgspec.to_builtins(self)
         for name in _SECRET_FIELDS:
             out[name] = [_mask(k) for k in out[name]]
+        if self.webhook_secret:
+            out["webhook_secret"] = _mask(self.webhook_secret)
+        for spec in out["webhook_endpoints"].values():
+            spec["secret"] = _mask(spec["secret"])
         if self.redis_url and "@" in self.redis_url:
             scheme, rest = self.redis_url.split("://", 1)
             out["redis_url"] = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
@@ -207,6 +281,7 @@ def _mask(secret: str) -> str:
 _LOCATED = re.compile(r" - at `\$\.([a-z_]+)[^`]*`$")
 _FIELDS = {f.name: f for f in msgspec.structs.fields(Settings)}
 _TUPLE_FIELDS = frozenset({"write_keys", "read_keys"})
+_JSON_FIELDS = frozenset({"webhook_endpoints"})
 
 
 def load_settings(
@@ -272,8 +347,19 @@ def load_settings(
 
 
 def _parse_env_value(key: str, value: str) -> Any:
+    if key in _JSON_FIELDS:
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise SettingsError(f"{key} (from PULSE_{key.upper()}): not JSON: {exc}") from None
     if key in _TUPLE_FIELDS:
         return [part.strip() for part in value.split(",") if part.strip()]
-    if value == "" and key in {"kafka_bootstrap", "redis_url", "recovery_dir"}:
+    if value == "" and key in {
+        "kafka_bootstrap",
+        "redis_url",
+        "recovery_dir",
+        "webhook_url",
+        "webhook_secret",
+    }:
         return None
     return value

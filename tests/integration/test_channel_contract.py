@@ -1,0 +1,84 @@
+"""One contract every channel passes: a message sent arrives once, carrying its
+idempotency key and payload, and the same key again on a repeat (so the
+receiving side can drop the second copy after a dispatcher crash)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from dispatch.channels import Channel, LogChannel, Message, WebhookChannel
+from pulse.settings import WebhookEndpoint
+from tests.receivers import WebhookReceiver, json_lines
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+# What arrived, as (idempotency key, payload) pairs, read from the receiving side.
+Received = Callable[[], list[tuple[str, Any]]]
+
+
+def _log() -> Iterator[tuple[Channel, Received]]:
+    out = io.StringIO()
+    yield (
+        LogChannel(out),
+        lambda: [(r["delivered"], r["payload"]) for r in json_lines(out.getvalue())],
+    )
+
+
+def _webhook() -> Iterator[tuple[Channel, Received]]:
+    with WebhookReceiver(SECRET) as receiver:
+        channel = WebhookChannel({"default": WebhookEndpoint(url=receiver.url, secret=SECRET)})
+        yield (
+            channel,
+            lambda: [(b["data"]["trigger_id"], b["data"]["payload"]) for b in receiver.bodies()],
+        )
+        assert receiver.bad_signatures == 0
+
+
+HARNESSES = {"log": _log, "webhook": _webhook}
+
+
+@pytest.fixture(params=sorted(HARNESSES))
+def harness(request: pytest.FixtureRequest) -> Iterator[tuple[Channel, Received]]:
+    made = HARNESSES[request.param]()
+    channel, received = next(made)
+    yield channel, received
+    channel.close()
+    with pytest.raises(StopIteration):
+        next(made)
+
+
+def message(key: str = "trigger-1", channel: str = "webhook") -> Message:
+    return Message(
+        idempotency_key=key,
+        rule_id="abandoned_cart",
+        customer_id="c-1",
+        channel=channel,
+        template="abandoned-cart",
+        recipient={"email": "c-1@example.com"},
+        payload={"cart_value": 42.5, "items": [{"sku": "s-1", "quantity": 2}]},
+        fired_at=1796000000.0,
+        priority=50,
+    )
+
+
+def test_a_sent_message_arrives_once_with_its_key_and_payload(
+    harness: tuple[Channel, Received],
+) -> None:
+    channel, received = harness
+    outcome = channel.send(message())
+    assert outcome.status == "sent", outcome
+    assert received() == [("trigger-1", message().payload)]
+
+
+def test_a_repeat_carries_the_same_key_so_the_receiver_can_drop_it(
+    harness: tuple[Channel, Received],
+) -> None:
+    channel, received = harness
+    assert channel.send(message("k1")).status == "sent"
+    assert channel.send(message("k2")).status == "sent"
+    assert channel.send(message("k1")).status == "sent"
+    assert [key for key, _ in received()] == ["k1", "k2", "k1"]

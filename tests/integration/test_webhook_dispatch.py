@@ -1,0 +1,186 @@
+"""Webhooks through the real dispatcher, Kafka and Redis, counted by the receiver.
+
+The receiver verifies every request with the Standard Webhooks reference
+library; what it accepted is the truth the tests compare against.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import msgspec
+import orjson
+import pytest
+import redis
+from confluent_kafka import Message as KafkaMessage
+
+from dispatch.channels import Message, WebhookChannel
+from dispatch.service import Dispatcher
+from engine.triggers import Trigger
+from pulse.keys import RedisKeys
+from pulse.settings import Settings, WebhookEndpoint, load_settings
+from tests.helpers import consume, produce, value_of, wait_for
+from tests.receivers import WebhookReceiver
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def trigger(n: int, channel: str = "webhook") -> Trigger:
+    return Trigger(
+        trigger_id=f"trig-{n}",
+        rule_id="tier_upgrade",
+        customer_id=f"c-{n}",
+        origin_event_id=f"e-{n}",
+        entry=1,
+        fired_at=time.time(),
+        channel=channel,
+        template="tier-upgrade",
+        category="transactional",
+        priority=60,
+        deadline=time.time() + 3600,
+        payload={"tier": "gold"},
+    )
+
+
+def routed(settings: Settings, url: str, **overrides: Any) -> Settings:
+    return load_settings(
+        environ=settings.as_environ(),
+        dispatch_channel="routed",
+        webhook_url=url,
+        webhook_secret=SECRET,
+        dispatch_backoff_s=0.01,
+        dispatch_backoff_max_s=0.05,
+        **overrides,
+    )
+
+
+@contextmanager
+def dispatching(settings: Settings) -> Iterator[Dispatcher]:
+    dispatcher = Dispatcher(settings)
+    thread = threading.Thread(target=dispatcher.run, daemon=True)
+    thread.start()
+    try:
+        yield dispatcher
+    finally:
+        dispatcher.stopping.set()
+        thread.join(30)
+        assert not thread.is_alive()
+
+
+def send(settings: Settings, *triggers: Trigger) -> None:
+    produce(
+        settings,
+        settings.triggers_topic,
+        [(t.customer_id.encode(), msgspec.json.encode(t)) for t in triggers],
+    )
+
+
+def dlq_headers(record: KafkaMessage) -> dict[str, str]:
+    out: dict[str, str] = {}
+    headers: list[tuple[str, bytes]] = record.headers() or []  # type: ignore[assignment]
+    for name, value in headers:
+        out[name] = value.decode()
+    return out
+
+
+def outcome_events(settings: Settings, expected: int) -> list[dict[str, Any]]:
+    return [orjson.loads(value_of(m)) for m in consume(settings, settings.events_topic, expected)]
+
+
+def test_an_endpoint_failing_with_500s_then_recovering_gets_the_message_once(
+    pulse_settings: Settings,
+) -> None:
+    with WebhookReceiver(SECRET, statuses=[500, 503]) as receiver:
+        settings = routed(pulse_settings, receiver.url)
+        send(settings, trigger(1))
+        with dispatching(settings) as dispatcher:
+            wait_for(lambda: receiver.accepted, 30, "the delivery")
+        assert receiver.accepted == {"trig-1": 1}
+        assert [r["status"] for r in receiver.requests] == [500, 503, 200]
+        assert {r["headers"]["webhook-id"] for r in receiver.requests} == {"trig-1"}
+        assert dispatcher.retries == 2 and dispatcher.delivered == 1
+    [sent] = outcome_events(settings, 1)
+    assert sent["type"] == "message_sent" and sent["trigger_id"] == "trig-1"
+    assert sent["message_channel"] == "webhook" and sent["rule_id"] == "tier_upgrade"
+    assert consume(settings, settings.triggers_dlq_topic, 1, timeout_s=2) == []
+
+
+def test_an_endpoint_answering_400_sends_the_trigger_to_the_dlq_with_the_reason(
+    pulse_settings: Settings,
+) -> None:
+    with WebhookReceiver(SECRET, statuses=[400]) as receiver:
+        settings = routed(pulse_settings, receiver.url)
+        send(settings, trigger(2))
+        with dispatching(settings):
+            [dead] = consume(settings, settings.triggers_dlq_topic, 1)
+        assert receiver.accepted == {} and len(receiver.requests) == 1  # not retried
+    headers = dlq_headers(dead)
+    assert headers["pulse.reason"].startswith("default: HTTP 400")
+    assert headers["pulse.trigger_id"] == "trig-2" and headers["pulse.attempts"] == "1"
+    original = msgspec.json.decode(value_of(dead), type=Trigger)  # the record as it came
+    assert (original.trigger_id, original.payload) == ("trig-2", {"tier": "gold"})
+    [failed] = outcome_events(settings, 1)
+    assert failed["type"] == "message_failed" and failed["reason"].startswith("default: HTTP 400")
+    client: redis.Redis = redis.Redis.from_url(settings.redis)
+    assert client.get(RedisKeys(settings.redis_prefix).delivery("trig-2")) == b"failed"
+
+
+def test_retries_give_up_after_the_configured_attempts(pulse_settings: Settings) -> None:
+    with WebhookReceiver(SECRET, statuses=[503] * 10) as receiver:
+        settings = routed(pulse_settings, receiver.url, dispatch_max_attempts=3)
+        send(settings, trigger(3))
+        with dispatching(settings):
+            [dead] = consume(settings, settings.triggers_dlq_topic, 1)
+        assert len(receiver.requests) == 3 and receiver.accepted == {}
+    reason = dlq_headers(dead)["pulse.reason"]
+    assert reason.startswith("gave up after 3 attempts: default: HTTP 503")
+
+
+def test_a_trigger_read_twice_is_delivered_once(pulse_settings: Settings) -> None:
+    with WebhookReceiver(SECRET) as receiver:
+        settings = routed(pulse_settings, receiver.url)
+        send(settings, trigger(4), trigger(5), trigger(4))
+        with dispatching(settings) as dispatcher:
+            wait_for(lambda: dispatcher.duplicates == 1, 30, "the repeat to be skipped")
+        assert receiver.accepted == {"trig-4": 1, "trig-5": 1}
+
+
+def test_a_channel_without_configuration_is_dead_lettered_not_dropped(
+    pulse_settings: Settings,
+) -> None:
+    with WebhookReceiver(SECRET) as receiver:
+        settings = routed(pulse_settings, receiver.url)
+        send(settings, trigger(6, channel="sms"))
+        with dispatching(settings):
+            [dead] = consume(settings, settings.triggers_dlq_topic, 1)
+    reason = dlq_headers(dead)["pulse.reason"]
+    assert reason == "no sms channel is configured in this dispatcher (configured: webhook)"
+
+
+def test_an_unreachable_endpoint_is_retriable_and_opens_its_circuit() -> None:
+    channel = WebhookChannel(
+        {"default": WebhookEndpoint(url="http://127.0.0.1:9/hooks", secret=SECRET, timeout_s=1)},
+        breaker_failures=2,
+        breaker_reset_s=60,
+    )
+    message = Message(
+        idempotency_key="k",
+        rule_id="r",
+        customer_id="c",
+        channel="webhook",
+        template="t",
+        recipient={},
+        payload={},
+    )
+    try:
+        first, second, third = (channel.send(message) for _ in range(3))
+    finally:
+        channel.close()
+    assert first.status == second.status == "retry" and "ConnectError" in first.detail
+    assert third.status == "retry" and third.detail == "circuit open for endpoint default"
+    assert third.retry_after_s == pytest.approx(60, abs=1)
+    assert channel.breaker("default").state == "open"

@@ -1,0 +1,79 @@
+"""Real servers on loopback that receive what Pulse delivers, and count it
+themselves: tests trust what arrived, not what the dispatcher says it sent."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+
+class WebhookReceiver:
+    """An HTTP endpoint that verifies every request with the Standard Webhooks
+    reference library (not Pulse's code) and answers with ``statuses`` in turn,
+    then 200. ``accepted`` counts 2xx answers per ``webhook-id``."""
+
+    def __init__(self, secret: str, statuses: list[int] | None = None) -> None:
+        self.secret = secret
+        self.script = list(statuses or [])
+        self.requests: list[dict[str, Any]] = []
+        self.accepted: Counter[str] = Counter()
+        self.bad_signatures = 0
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                status = receiver._answer(self.path, headers, body)
+                self.send_response(status)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}" if status < 400 else b"no")
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/hooks"
+
+    def _answer(self, path: str, headers: dict[str, str], body: bytes) -> int:
+        with self._lock:
+            try:
+                data = Webhook(self.secret).verify(body, headers)
+            except WebhookVerificationError:
+                self.bad_signatures += 1
+                self.requests.append({"path": path, "headers": headers, "status": 401})
+                return 401
+            status = self.script.pop(0) if self.script else 200
+            self.requests.append({"path": path, "headers": headers, "body": data, "status": status})
+            if 200 <= status < 300:
+                self.accepted[headers["webhook-id"]] += 1
+            return status
+
+    def bodies(self) -> list[Any]:
+        with self._lock:
+            return [r["body"] for r in self.requests if 200 <= r["status"] < 300]
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def json_lines(text: str) -> list[Any]:
+    return [orjson.loads(line) for line in text.splitlines() if line.strip()]
