@@ -36,6 +36,7 @@ from pulse.settings import Settings
 log = logging.getLogger(__name__)
 
 _CLAIM_TTL_S = 30 * 24 * 3600  # remember deliveries for 30 days
+_DONE = (b"sent", b"failed", b"expired")
 
 
 _decode_trigger = msgspec.json.Decoder(Trigger).decode
@@ -60,6 +61,11 @@ class Dispatcher:
                 "enable.auto.commit": "false",
                 "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": "5",
+                # A dispatcher that dies (SIGKILL, a lost host) keeps its
+                # partitions until its session times out: 10 s rather than
+                # librdkafka's 45 s bounds how long its triggers wait.
+                "session.timeout.ms": "10000",
+                "heartbeat.interval.ms": "1000",
             }
         )
         self.producer = Producer(
@@ -142,15 +148,9 @@ class Dispatcher:
                     time.time() - trigger.deadline,
                 )
             return
-        claimed = self.redis.set(key, "sending", nx=True, ex=_CLAIM_TTL_S)
-        if not claimed:
-            previous = self.redis.get(key)
-            if previous in (b"sent", b"failed", b"expired"):
-                self.duplicates += 1
-                log.debug("trigger %s already %s: skipped", trigger.trigger_id, previous.decode())
-                return
-            # A claim left "sending" by a crash mid-send: the channel receives
-            # the same idempotency key again and is expected to deduplicate.
+        if not self._claim(key, trigger.trigger_id):
+            self.duplicates += 1
+            return
         message = ChannelMessage(
             idempotency_key=trigger.trigger_id,
             rule_id=trigger.rule_id,
@@ -194,10 +194,45 @@ class Dispatcher:
             self.redis.set(key, "failed", ex=_CLAIM_TTL_S)
         self._report_outcome(trigger, channel, outcome)
 
+    def _claim(self, key: str, trigger_id: str) -> bool:
+        """Take the trigger's lease; False when it is done already (sent, failed
+        and dead-lettered, or expired).
+
+        The lease (``dispatch_lease_s``, renewed before every attempt) says a
+        dispatcher is sending it now. Another one that reads the trigger too (a
+        rebalance moved the partition mid-send) waits for that outcome instead
+        of sending a second copy; after a crash the lease runs out and the
+        trigger is sent again with the same idempotency key.
+        """
+        lease_ms = int(self.settings.dispatch_lease_s * 1000)
+        waited = False
+        while True:
+            if self.redis.set(key, "sending", nx=True, px=lease_ms):
+                if waited:
+                    log.info("trigger %s: the previous holder's lease ran out; sending", trigger_id)
+                return True
+            previous = self.redis.get(key)
+            if previous in _DONE:
+                log.debug("trigger %s already %s: skipped", trigger_id, previous)
+                return False
+            if previous is not None and not waited:
+                waited = True
+                log.info(
+                    "trigger %s is being sent by another dispatcher (or one that crashed): "
+                    "waiting for its outcome or its lease (at most %.0f s)",
+                    trigger_id,
+                    self.settings.dispatch_lease_s,
+                )
+            if self.stopping.wait(0.05):
+                raise _Stopping
+
     def _attempt(self, message: ChannelMessage) -> tuple[Outcome, int]:
         """Send until sent, permanently failed, or out of attempts."""
         failures = 0
+        key = self.keys.delivery(message.idempotency_key)
+        lease_ms = int(self.settings.dispatch_lease_s * 1000)
         while True:
+            self.redis.set(key, "sending", px=lease_ms)  # renewed: this attempt may be slow
             outcome = self.channel.send(message)
             if outcome.status != "retry":
                 return outcome, failures + 1

@@ -103,6 +103,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     dispatch_max_attempts: int = 6
     dispatch_backoff_s: float = 0.2
     dispatch_backoff_max_s: float = 30.0
+    # How long a dispatcher's claim on a trigger it is sending lasts (renewed
+    # before each attempt): after a crash, the trigger is sent again once it
+    # runs out; longer than any single attempt.
+    dispatch_lease_s: float = 30.0
     # A circuit per endpoint opens after this many retriable failures in a row
     # and lets one trial through after breaker_reset_s.
     breaker_failures: int = 5
@@ -153,6 +157,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         ):
             raise SettingsError(
                 f"redis_url: must start with redis://, rediss:// or unix://, got {self.redis_url!r}"
+            )
+        longest = max(
+            [self.webhook_timeout_s, *(e.timeout_s for e in self.webhook_endpoints.values())]
+        )
+        if self.dispatch_lease_s <= longest:
+            raise SettingsError(
+                f"dispatch_lease_s: must be longer than the longest webhook timeout ({longest:g} s)"
             )
         if self.dispatch_backoff_max_s < self.dispatch_backoff_s:
             raise SettingsError("dispatch_backoff_max_s: must be at least dispatch_backoff_s")

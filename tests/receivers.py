@@ -4,6 +4,7 @@ themselves: tests trust what arrived, not what the dispatcher says it sent."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -18,8 +19,11 @@ class WebhookReceiver:
     reference library (not Pulse's code) and answers with ``statuses`` in turn,
     then 200. ``accepted`` counts 2xx answers per ``webhook-id``."""
 
-    def __init__(self, secret: str, statuses: list[int] | None = None) -> None:
+    def __init__(
+        self, secret: str, statuses: list[int] | None = None, delay_s: float = 0.0
+    ) -> None:
         self.secret = secret
+        self.delay_s = delay_s
         self.script = list(statuses or [])
         self.requests: list[dict[str, Any]] = []
         self.accepted: Counter[str] = Counter()
@@ -31,6 +35,8 @@ class WebhookReceiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 headers = {k.lower(): v for k, v in self.headers.items()}
+                if receiver.delay_s:
+                    time.sleep(receiver.delay_s)  # a receiver that takes its time
                 status = receiver._answer(self.path, headers, body)
                 self.send_response(status)
                 self.send_header("content-length", "2")
@@ -61,6 +67,10 @@ class WebhookReceiver:
             if 200 <= status < 300:
                 self.accepted[headers["webhook-id"]] += 1
             return status
+
+    def accepted_ids(self) -> set[str]:
+        with self._lock:
+            return set(self.accepted)
 
     def bodies(self) -> list[Any]:
         with self._lock:

@@ -184,3 +184,39 @@ def test_an_unreachable_endpoint_is_retriable_and_opens_its_circuit() -> None:
     assert third.status == "retry" and third.detail == "circuit open for endpoint default"
     assert third.retry_after_s == pytest.approx(60, abs=1)
     assert channel.breaker("default").state == "open"
+
+
+def test_a_trigger_another_dispatcher_is_sending_waits_for_its_outcome(
+    pulse_settings: Settings,
+) -> None:
+    """A rebalance can hand a partition over mid-send: the new reader must not
+    send a second copy while the old one's lease stands."""
+    with WebhookReceiver(SECRET) as receiver:
+        settings = routed(pulse_settings, receiver.url, dispatch_lease_s=10.0)
+        client: redis.Redis = redis.Redis.from_url(settings.redis)
+        key = RedisKeys(settings.redis_prefix).delivery("trig-7")
+        client.set(key, "sending", px=10_000)  # held by "another dispatcher"
+        send(settings, trigger(7))
+        with dispatching(settings) as dispatcher:
+            time.sleep(1.0)
+            assert receiver.requests == [] and dispatcher.duplicates == 0  # waiting
+            client.set(key, "sent")  # the other one delivered it
+            wait_for(lambda: dispatcher.duplicates == 1, 10, "the trigger to be skipped")
+        assert receiver.requests == []
+
+
+def test_a_crashed_dispatchers_claim_is_sent_once_its_lease_runs_out(
+    pulse_settings: Settings,
+) -> None:
+    with WebhookReceiver(SECRET) as receiver:
+        settings = routed(pulse_settings, receiver.url, dispatch_lease_s=10.0)
+        client: redis.Redis = redis.Redis.from_url(settings.redis)
+        key = RedisKeys(settings.redis_prefix).delivery("trig-8")
+        client.set(key, "sending", px=1_500)  # left by a dispatcher killed mid-send
+        send(settings, trigger(8))
+        started = time.monotonic()
+        with dispatching(settings):
+            wait_for(lambda: receiver.accepted, 20, "the delivery")
+        assert time.monotonic() - started >= 1.0
+        assert receiver.accepted == {"trig-8": 1}
+        assert client.get(key) == b"sent"

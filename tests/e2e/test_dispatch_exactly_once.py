@@ -1,0 +1,114 @@
+"""Webhook delivery exactly once across a SIGKILLed dispatcher and across two
+dispatchers sharing the load, counted by the receiving server itself.
+
+The receiver (tests/receivers.py) verifies every request's Standard Webhooks
+signature with the reference library and counts accepted requests per
+``webhook-id``. Exactly once is what a receiver that honours the idempotency
+key sees: every trigger arrives, and a repeat can only be the one message that
+was in flight at the kill, with the same ``webhook-id``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import msgspec
+
+from engine.triggers import Trigger
+from pulse.settings import Settings, load_settings
+from tests.helpers import PulseProcess, produce, wait_for
+from tests.receivers import WebhookReceiver
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+N = 300
+
+
+def triggers(n: int) -> list[tuple[bytes, bytes]]:
+    now = time.time()
+    out = []
+    for i in range(n):
+        trigger = Trigger(
+            trigger_id=f"trig-{i:04d}",
+            rule_id="tier_upgrade",
+            customer_id=f"c-{i % 97}",
+            origin_event_id=f"e-{i}",
+            entry=1,
+            fired_at=now,
+            channel="webhook",
+            template="tier-upgrade",
+            category="transactional",
+            priority=60,
+            deadline=now + 3600,
+            payload={"n": i},
+        )
+        out.append((trigger.customer_id.encode(), msgspec.json.encode(trigger)))
+    return out
+
+
+def routed(settings: Settings, url: str) -> Settings:
+    return load_settings(
+        environ=settings.as_environ(),
+        dispatch_channel="routed",
+        webhook_url=url,
+        webhook_secret=SECRET,
+        webhook_timeout_s=1.0,
+        dispatch_lease_s=2.0,
+        dispatch_backoff_s=0.01,
+        dispatch_backoff_max_s=0.1,
+    )
+
+
+def test_a_dispatcher_killed_mid_stream_loses_nothing_and_repeats_at_most_the_one_in_flight(
+    pulse_settings: Settings, tmp_path: Path
+) -> None:
+    expected = {f"trig-{i:04d}" for i in range(N)}
+    with WebhookReceiver(SECRET, delay_s=0.01) as receiver:
+        settings = routed(pulse_settings, receiver.url)
+        produce(settings, settings.triggers_topic, triggers(N))
+        first = PulseProcess(settings, tmp_path, "dispatcher-1", "dispatch")
+        try:
+            wait_for(lambda: len(receiver.accepted) >= N // 3, 60, "a third delivered")
+            first.kill()
+        finally:
+            first.stop()
+        at_kill = len(receiver.accepted)
+        assert at_kill < N, "the kill came too late to test anything"
+        second = PulseProcess(settings, tmp_path, "dispatcher-2", "dispatch")
+        try:
+            wait_for(lambda: receiver.accepted_ids() == expected, 90, "every trigger")
+            time.sleep(1.0)  # anything else it would send
+        finally:
+            second.stop()
+        repeats = {k: v for k, v in receiver.accepted.items() if v > 1}
+        assert receiver.bad_signatures == 0
+    assert set(receiver.accepted) == expected
+    assert sum(receiver.accepted.values()) - N == sum(v - 1 for v in repeats.values())
+    assert len(repeats) <= 1 and all(v == 2 for v in repeats.values()), repeats
+
+
+def test_two_dispatchers_share_the_triggers_and_deliver_each_once(
+    pulse_settings: Settings, tmp_path: Path
+) -> None:
+    n = 2 * N  # enough work that the second joins well before the end
+    expected = {f"trig-{i:04d}" for i in range(n)}
+    with WebhookReceiver(SECRET, delay_s=0.02) as receiver:
+        settings = routed(pulse_settings, receiver.url)
+        produce(settings, settings.triggers_topic, triggers(n))
+        procs = [PulseProcess(settings, tmp_path, "dispatcher-a", "dispatch")]
+        try:
+            # The second joins mid-stream: the group rebalances while the
+            # first is sending, and partitions change hands.
+            wait_for(lambda: len(receiver.accepted) >= n // 10, 60, "a tenth delivered")
+            procs.append(PulseProcess(settings, tmp_path, "dispatcher-b", "dispatch"))
+            wait_for(lambda: receiver.accepted_ids() == expected, 90, "every trigger")
+            time.sleep(1.0)
+            assert all(p.alive() for p in procs)
+        finally:
+            for p in procs:
+                p.stop()
+        assert receiver.bad_signatures == 0
+    assert receiver.accepted == dict.fromkeys(sorted(expected), 1)  # none twice
+    logs = [p.log_text() for p in procs]
+    assert all("dispatcher stopped" in text for text in logs)
+    assert "delivered" in logs[1] and " 0 delivered" not in logs[1], logs[1][-2000:]
