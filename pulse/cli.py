@@ -121,9 +121,34 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_dispatch(args: argparse.Namespace) -> int:
     from dispatch.service import serve
 
+    if args.action is None and (args.rule or args.channel or args.dry_run):
+        print("pulse dispatch: --rule, --channel and --dry-run go with retry-dlq", file=sys.stderr)
+        return 2
     settings = _settings(args)
     require_topics(settings, "pulse dispatch")
+    if args.action == "retry-dlq":
+        return _retry_dlq(settings, args)
     serve(settings)
+    return 0
+
+
+def _retry_dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from dispatch.redrive import RedriveReport, redrive
+
+    def progress(report: RedriveReport) -> None:
+        print(f"  read {report.read:,}, re-driven {report.redriven:,}", file=sys.stderr)
+
+    report = redrive(
+        settings, rule=args.rule, channel=args.channel, dry_run=args.dry_run, progress=progress
+    )
+    verb = "would re-drive" if args.dry_run else "re-drove"
+    print(
+        f"{settings.triggers_dlq_topic}: read {report.read:,} dead letter(s); {verb} "
+        f"{report.redriven:,} to {settings.triggers_topic}; {report.skipped:,} not matching; "
+        f"{report.undecodable:,} not triggers (left where they are)"
+    )
+    for reason, count in sorted(report.reasons.items(), key=lambda kv: -kv[1]):
+        print(f"  {count:>6,}  {reason}")
     return 0
 
 
@@ -282,14 +307,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")
 
-    add(
+    p = add(
         "dispatch",
         cmd_dispatch,
-        "deliver fired triggers through a channel",
+        "deliver fired triggers through their channels; re-drive dead letters",
         "Consume pulse.triggers and deliver each trigger exactly once (idempotency\n"
-        "key = trigger id, recorded in Redis). The log channel prints one JSON\n"
-        "line per delivery.",
+        "key = trigger id, leased and recorded in Redis). dispatch_channel=log\n"
+        "prints one JSON line per trigger; dispatch_channel=routed sends each to its\n"
+        "own channel (webhook: Standard Webhooks signatures, retries, a circuit per\n"
+        "endpoint). Permanent failures and exhausted retries go to\n"
+        "<prefix>.triggers.dlq with the reason.\n\n"
+        "  pulse dispatch                 run a dispatcher (any number share the load)\n"
+        "  pulse dispatch retry-dlq       send the dead letters through again, once\n"
+        "                                 their cause is fixed (--rule, --channel to\n"
+        "                                 choose, --dry-run to count only)",
     )
+    p.add_argument(
+        "action", nargs="?", choices=["retry-dlq"], help="retry-dlq: re-drive dead letters"
+    )
+    p.add_argument("--rule", help="retry-dlq: only this rule's triggers")
+    p.add_argument("--channel", help="retry-dlq: only triggers for this channel")
+    p.add_argument("--dry-run", action="store_true", help="retry-dlq: count, change nothing")
 
     p = add(
         "status",

@@ -6,6 +6,9 @@ library; what it accepted is the truth the tests compare against.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +22,7 @@ import redis
 from confluent_kafka import Message as KafkaMessage
 
 from dispatch.channels import Message, WebhookChannel
+from dispatch.redrive import redrive
 from dispatch.service import Dispatcher
 from engine.triggers import Trigger
 from pulse.keys import RedisKeys
@@ -220,3 +224,41 @@ def test_a_crashed_dispatchers_claim_is_sent_once_its_lease_runs_out(
         assert time.monotonic() - started >= 1.0
         assert receiver.accepted == {"trig-8": 1}
         assert client.get(key) == b"sent"
+
+
+def test_dead_letters_are_re_driven_once_the_cause_is_fixed(
+    pulse_settings: Settings, tmp_path: Any
+) -> None:
+    with WebhookReceiver(SECRET, statuses=[400, 400]) as receiver:
+        settings = routed(pulse_settings, receiver.url)
+        send(settings, trigger(9), trigger(10), trigger(11, channel="sms"))
+        with dispatching(settings):
+            dead = consume(settings, settings.triggers_dlq_topic, 3)
+        assert len(dead) == 3 and receiver.accepted == {}
+        # The endpoint accepts now (its script of 400s is used up).
+        counted = redrive(settings, dry_run=True)
+        assert (counted.read, counted.redriven) == (3, 3)
+        report = redrive(settings, channel="webhook")
+        assert (report.read, report.redriven, report.skipped) == (3, 2, 1)
+        assert sum(report.reasons.values()) == 2
+        with dispatching(settings):
+            wait_for(lambda: len(receiver.accepted) == 2, 30, "the re-driven triggers")
+        assert receiver.accepted == {"trig-9": 1, "trig-10": 1}
+        # A filtered run keeps no progress: a full one sees all three again.
+        everything = redrive(settings)
+        assert (everything.read, everything.redriven) == (3, 3)
+        with dispatching(settings) as dispatcher:
+            wait_for(lambda: dispatcher.duplicates == 2, 30, "the delivered ones skipped")
+            assert len(consume(settings, settings.triggers_dlq_topic, 4)) == 4  # sms again
+        assert receiver.accepted == {"trig-9": 1, "trig-10": 1}
+        assert redrive(settings, dry_run=True).read == 1  # only what failed since
+    cli = subprocess.run(
+        [sys.executable, "-m", "pulse.cli", "dispatch", "retry-dlq", "--dry-run"],
+        env=dict(os.environ, **settings.as_environ()),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert "read 1 dead letter(s); would re-drive 1" in cli.stdout
+    assert "no sms channel is configured" in cli.stdout
