@@ -203,6 +203,23 @@ class ErasureAccepted(Struct, frozen=True):
     anonymous_ids: list[str]
 
 
+class InboxMessage(Struct, frozen=True, kw_only=True):
+    """One in-app message: what the rule's action put in its payload."""
+
+    trigger_id: str
+    rule_id: str
+    template: str
+    payload: dict[str, Any]
+    fired_at: float  # when the rule fired (event time, epoch seconds)
+
+
+class Inbox(Struct, frozen=True, kw_only=True):
+    """A customer's in-app messages, newest first (at most the newest 100)."""
+
+    customer_id: str
+    messages: list[InboxMessage]
+
+
 class CustomerExport(Struct, frozen=True, kw_only=True):
     """Everything Pulse serves about a customer (right of access)."""
 
@@ -210,6 +227,7 @@ class CustomerExport(Struct, frozen=True, kw_only=True):
     exported_at: datetime
     profile: ProfileView | None
     segments: list[str]
+    inbox: list[InboxMessage]
     redis_keys: list[str]
 
 
@@ -297,6 +315,7 @@ def _components() -> dict[str, Any]:
         Recommendations,
         ErasureAccepted,
         CustomerExport,
+        Inbox,
         RulesToValidate,
         RulesValidation,
     ]

@@ -36,7 +36,7 @@ class _ProfilePartition(StatelessSinkPartition[ProfileWrite]):
         for customer_id, state in latest.items():
             key = self._keys.profile(customer_id)
             if state is None:
-                pipe.delete(key)
+                pipe.delete(key, self._keys.inbox(customer_id))
             else:
                 # One field holding the whole view: a single argument to pack
                 # and send instead of one per attribute (measured in

@@ -14,6 +14,10 @@ class RedisKeys:
     def profile(self, customer_id: str) -> str:
         return f"{self.prefix}:{{{customer_id}}}:profile"
 
+    def inbox(self, customer_id: str) -> str:
+        """In-app messages: a sorted set of message JSON scored by fired_at."""
+        return f"{self.prefix}:{{{customer_id}}}:inbox"
+
     def delivery(self, trigger_id: str) -> str:
         """Dispatcher's idempotency record for one trigger."""
         return f"{self.prefix}:delivery:{{{trigger_id}}}"

@@ -32,6 +32,17 @@ async def load_view(redis: aioredis.Redis, keys: RedisKeys, customer_id: str) ->
     return decode_view(raw) if isinstance(raw, bytes) else None
 
 
+async def load_inbox(
+    redis: aioredis.Redis, keys: RedisKeys, customer_id: str
+) -> list[schemas.InboxMessage]:
+    """The in-app messages the dispatcher delivered (dispatch/channels/inbox.py)."""
+    raw = await redis.zrevrange(keys.inbox(customer_id), 0, -1)
+    return [_inbox_message(member) for member in raw if isinstance(member, bytes)]
+
+
+_inbox_message = msgspec.json.Decoder(schemas.InboxMessage).decode
+
+
 router = APIRouter(tags=["customers"], dependencies=[Depends(auth.require_read)])
 
 
@@ -55,6 +66,28 @@ async def get_profile(
         return problem(404, "no such customer", f"no profile for {customer_id!r}")
     scores = rfm(view.last_order_at, view.orders_12m, view.spend_12m, time.time(), bands)
     return {**parse_view(view), "rfm": msgspec.to_builtins(scores)}
+
+
+@router.get(
+    "/v1/customers/{customer_id}/inbox",
+    summary="A customer's in-app messages, newest first",
+    description=(
+        "What rules with `channel: in_app` delivered to this customer: the newest "
+        "100, kept 30 days after the last one. Empty for a customer with none."
+    ),
+    response_model=None,
+    responses={
+        200: schemas.ok("Inbox", "The messages, newest first"),
+        **schemas.problems(401, 403, 422),
+    },
+)
+async def get_inbox(
+    customer_id: str,
+    redis: Annotated[aioredis.Redis, Depends(deps.redis_client)],
+    keys: Annotated[RedisKeys, Depends(deps.keys)],
+) -> Any:
+    messages = await load_inbox(redis, keys, customer_id)
+    return ingest.json_response(schemas.Inbox(customer_id=customer_id, messages=messages))
 
 
 @router.delete(
@@ -93,7 +126,7 @@ async def erase_customer(
         await producer.send(settings.control_topic, customer_id.encode(), encode_control(request))
     except KafkaUnavailable as exc:
         return unavailable(str(exc))
-    await redis.delete(keys.profile(customer_id))
+    await redis.delete(keys.profile(customer_id), keys.inbox(customer_id))
     body = schemas.ErasureAccepted(
         "erasure requested", customer_id, request.request_id, list(anonymous_ids)
     )
@@ -105,7 +138,9 @@ async def erase_customer(
     summary="Everything Pulse serves about a customer (right of access)",
     response_model=None,
     responses={
-        200: schemas.ok("CustomerExport", "The profile, segments and the Redis keys held"),
+        200: schemas.ok(
+            "CustomerExport", "The profile, segments, in-app messages and the Redis keys held"
+        ),
         **schemas.problems(401, 403, 422),
     },
 )
@@ -119,11 +154,15 @@ async def export_customer(
     # The per-customer keys Pulse writes (docs/profiles.md); named, not scanned,
     # so an export costs the same on a Redis with a hundred million keys.
     held = [profile_key] if view is not None else []
+    inbox = await load_inbox(redis, keys, customer_id)
+    if inbox:
+        held.append(keys.inbox(customer_id))
     body = schemas.CustomerExport(
         customer_id=customer_id,
         exported_at=datetime.now(tz=UTC),
         profile=view,
         segments=list(view.segments) if view is not None else [],
+        inbox=inbox,
         redis_keys=held,
     )
     return ingest.json_response(body)

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import redis
+
 from dispatch.channels.base import Channel, Message, Outcome, Status
+from dispatch.channels.inbox import InboxChannel
 from dispatch.channels.log import LogChannel
 from dispatch.channels.webhook import WebhookChannel
+from pulse.keys import RedisKeys
 from pulse.settings import Settings, WebhookEndpoint
 
 __all__ = [
     "Channel",
+    "InboxChannel",
     "LogChannel",
     "Message",
     "Outcome",
@@ -70,7 +75,11 @@ def build_channel(settings: Settings) -> Channel:
     """The dispatcher's channel for its settings (``dispatch_channel``)."""
     if settings.dispatch_channel == "log":
         return LogChannel()
-    channels: dict[str, Channel] = {}
+    channels: dict[str, Channel] = {
+        "in_app": InboxChannel(
+            redis.Redis.from_url(settings.redis), RedisKeys(settings.redis_prefix)
+        )
+    }
     endpoints = webhook_endpoints(settings)
     if endpoints:
         channels["webhook"] = WebhookChannel(

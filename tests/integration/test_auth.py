@@ -28,7 +28,11 @@ INGEST = [
     ("/v1/track", SEGMENT),
     ("/v1/batch", b'{"batch": []}'),
 ]
-READS = ["/v1/customers/c-1/profile", "/v1/customers/c-1/recommendations"]
+READS = [
+    "/v1/customers/c-1/profile",
+    "/v1/customers/c-1/recommendations",
+    "/v1/customers/c-1/inbox",
+]
 OPEN = ["/healthz", "/readyz", "/docs", "/openapi.json"]
 
 
