@@ -29,6 +29,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer
 from dispatch.backoff import Backoff
 from dispatch.channels import Channel, Outcome, build_channel
 from dispatch.channels import Message as ChannelMessage
+from dispatch.metrics import DispatchMetrics
 from engine.triggers import Trigger
 from pulse.keys import RedisKeys
 from pulse.settings import Settings
@@ -53,6 +54,7 @@ class Dispatcher:
         self.keys = RedisKeys(settings.redis_prefix)
         self.channel = channel or build_channel(settings)
         self.backoff = Backoff(settings.dispatch_backoff_s, settings.dispatch_backoff_max_s)
+        self.metrics = DispatchMetrics()
         self.redis: redis.Redis = redis.Redis.from_url(settings.redis)
         self.consumer = Consumer(
             {
@@ -134,13 +136,17 @@ class Dispatcher:
             trigger = _decode_trigger(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self._dead_letter(raw, f"undecodable trigger: {exc}", msg)
+            self.metrics.dead_letters.labels("unknown").inc()
             return
+        started = time.monotonic()
+        channel = trigger.channel if self.channel.name == "routed" else self.channel.name
         key = self.keys.delivery(trigger.trigger_id)
         if trigger.deadline < time.time():
             # Too late to be worth sending (a replay of old history, a long
             # outage): recorded, not delivered.
             if self.redis.set(key, "expired", nx=True, ex=_CLAIM_TTL_S):
                 self.expired += 1
+                self.metrics.deliveries.labels(channel, "expired").inc()
                 log.info(
                     "trigger %s (%s) expired %.0f s ago: not sent",
                     trigger.trigger_id,
@@ -150,6 +156,7 @@ class Dispatcher:
             return
         if not self._claim(key, trigger.trigger_id):
             self.duplicates += 1
+            self.metrics.deliveries.labels(channel, "duplicate").inc()
             return
         message = ChannelMessage(
             idempotency_key=trigger.trigger_id,
@@ -163,8 +170,9 @@ class Dispatcher:
             priority=trigger.priority,
             category=trigger.category,
         )
-        outcome, attempts = self._attempt(message)
-        channel = trigger.channel if self.channel.name == "routed" else self.channel.name
+        outcome, attempts = self._attempt(message, channel)
+        self.metrics.delivery_seconds.labels(channel).observe(time.monotonic() - started)
+        self.metrics.deliveries.labels(channel, outcome.status).inc()
         if outcome.status == "sent":
             self.redis.set(key, "sent", ex=_CLAIM_TTL_S)
             self.delivered += 1
@@ -191,6 +199,7 @@ class Dispatcher:
                 ],
             )
             self.producer.flush(10)
+            self.metrics.dead_letters.labels(channel).inc()
             self.redis.set(key, "failed", ex=_CLAIM_TTL_S)
         self._report_outcome(trigger, channel, outcome)
 
@@ -226,14 +235,16 @@ class Dispatcher:
             if self.stopping.wait(0.05):
                 raise _Stopping
 
-    def _attempt(self, message: ChannelMessage) -> tuple[Outcome, int]:
+    def _attempt(self, message: ChannelMessage, channel: str) -> tuple[Outcome, int]:
         """Send until sent, permanently failed, or out of attempts."""
         failures = 0
         key = self.keys.delivery(message.idempotency_key)
         lease_ms = int(self.settings.dispatch_lease_s * 1000)
         while True:
             self.redis.set(key, "sending", px=lease_ms)  # renewed: this attempt may be slow
+            began = time.monotonic()
             outcome = self.channel.send(message)
+            self.metrics.attempt_seconds.labels(channel).observe(time.monotonic() - began)
             if outcome.status != "retry":
                 return outcome, failures + 1
             failures += 1
@@ -243,6 +254,7 @@ class Dispatcher:
                 )
             delay = self.backoff.delay(failures, outcome.retry_after_s)
             self.retries += 1
+            self.metrics.retries.labels(channel).inc()
             log.info(
                 "trigger %s: %s; attempt %d in %.2f s",
                 message.idempotency_key,
@@ -316,4 +328,5 @@ def serve(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    dispatcher.metrics.serve(settings)
     dispatcher.run()

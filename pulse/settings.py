@@ -107,6 +107,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # before each attempt): after a crash, the trigger is sent again once it
     # runs out; longer than any single attempt.
     dispatch_lease_s: float = 30.0
+    # Prometheus metrics of each dispatcher on this port (0: none), at api_host.
+    dispatch_metrics_port: int = 0
     # A circuit per endpoint opens after this many retriable failures in a row
     # and lets one trial through after breaker_reset_s.
     breaker_failures: int = 5
@@ -165,6 +167,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise SettingsError(
                 f"dispatch_lease_s: must be longer than the longest webhook timeout ({longest:g} s)"
             )
+        if not 0 <= self.dispatch_metrics_port <= 65535:
+            raise SettingsError("dispatch_metrics_port: must be 0 (off) or a TCP port")
         if self.dispatch_backoff_max_s < self.dispatch_backoff_s:
             raise SettingsError("dispatch_backoff_max_s: must be at least dispatch_backoff_s")
         if (self.webhook_url is None) != (self.webhook_secret is None):

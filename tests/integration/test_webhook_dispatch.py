@@ -7,10 +7,12 @@ library; what it accepted is the truth the tests compare against.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -20,6 +22,7 @@ import orjson
 import pytest
 import redis
 from confluent_kafka import Message as KafkaMessage
+from prometheus_client.parser import text_string_to_metric_families
 
 from dispatch.channels import Message, WebhookChannel
 from dispatch.redrive import redrive
@@ -262,3 +265,35 @@ def test_dead_letters_are_re_driven_once_the_cause_is_fixed(
     assert cli.returncode == 0, cli.stderr
     assert "read 1 dead letter(s); would re-drive 1" in cli.stdout
     assert "no sms channel is configured" in cli.stdout
+
+
+def test_metrics_count_deliveries_retries_and_dead_letters(pulse_settings: Settings) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with WebhookReceiver(SECRET, statuses=[500, 200, 400]) as receiver:
+        settings = routed(pulse_settings, receiver.url, dispatch_metrics_port=port)
+        send(settings, trigger(12))
+        with dispatching(settings) as dispatcher:
+            dispatcher.metrics.serve(settings)
+            wait_for(lambda: receiver.accepted, 30, "the first delivery")
+            send(settings, trigger(13))
+            consume(settings, settings.triggers_dlq_topic, 1)
+            wait_for(lambda: dispatcher.failed == 1, 30, "the dead letter recorded")
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text.decode())
+        for s in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    assert value("pulse_dispatch_deliveries_total", channel="webhook", outcome="sent") == 1
+    assert value("pulse_dispatch_deliveries_total", channel="webhook", outcome="failed") == 1
+    assert value("pulse_dispatch_retries_total", channel="webhook") == 1
+    assert value("pulse_dispatch_dead_letters_total", channel="webhook") == 1
+    assert value("pulse_dispatch_attempt_seconds_count", channel="webhook") == 3
+    assert value("pulse_dispatch_delivery_seconds_count", channel="webhook") == 2
+    assert value("pulse_dispatch_dlq_records") == 1
