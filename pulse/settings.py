@@ -24,6 +24,7 @@ LOCAL_KAFKA = "127.0.0.1:9092"
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 
 _SECRET_FIELDS = frozenset({"write_keys", "read_keys"})
+_SECRET_STRINGS = ("webhook_secret", "smtp_password", "link_secret")
 
 
 class SettingsError(ValueError):
@@ -109,6 +110,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     dispatch_lease_s: float = 30.0
     # Prometheus metrics of each dispatcher on this port (0: none), at api_host.
     dispatch_metrics_port: int = 0
+    # E-mail over SMTP (the email channel is on when smtp_host is set).
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_timeout_s: float = 10.0
+    email_from: str = "Pulse <pulse@localhost>"
+    # Message templates: <templates_dir>/email/<template>.subject.j2, .txt.j2, .html.j2.
+    templates_dir: str = str(PROJECT_ROOT / "templates")
+    # Links in messages (unsubscribe, tracked clicks) point at this API address
+    # and are signed with link_secret (needed by the email channel).
+    public_url: str = "http://127.0.0.1:8000"
+    link_secret: str | None = None
     # A circuit per endpoint opens after this many retriable failures in a row
     # and lets one trial through after breaker_reset_s.
     breaker_failures: int = 5
@@ -133,6 +148,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "partitions",
             "workers",
             "api_port",
+            "smtp_port",
             "max_body_bytes",
             "local_kafka_port",
             "local_redis_port",
@@ -148,6 +164,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "dispatch_backoff_s",
             "breaker_reset_s",
             "webhook_timeout_s",
+            "smtp_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name}: must be positive, got {getattr(self, name)}")
@@ -161,12 +178,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 f"redis_url: must start with redis://, rediss:// or unix://, got {self.redis_url!r}"
             )
         longest = max(
-            [self.webhook_timeout_s, *(e.timeout_s for e in self.webhook_endpoints.values())]
+            [
+                self.webhook_timeout_s,
+                self.smtp_timeout_s,
+                *(e.timeout_s for e in self.webhook_endpoints.values()),
+            ]
         )
         if self.dispatch_lease_s <= longest:
             raise SettingsError(
-                f"dispatch_lease_s: must be longer than the longest webhook timeout ({longest:g} s)"
+                f"dispatch_lease_s: must be longer than the longest channel timeout ({longest:g} s)"
             )
+        if self.smtp_host is not None and not self.link_secret:
+            raise SettingsError(
+                "link_secret: needed with smtp_host: every e-mail carries a signed unsubscribe link"
+            )
+        if self.link_secret is not None and len(self.link_secret) < 16:
+            raise SettingsError("link_secret: at least 16 characters")
         if not 0 <= self.dispatch_metrics_port <= 65535:
             raise SettingsError("dispatch_metrics_port: must be 0 (off) or a TCP port")
         if self.dispatch_backoff_max_s < self.dispatch_backoff_s:
@@ -279,8 +306,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         out: dict[str, Any] = msgspec.to_builtins(self)
         for name in _SECRET_FIELDS:
             out[name] = [_mask(k) for k in out[name]]
-        if self.webhook_secret:
-            out["webhook_secret"] = _mask(self.webhook_secret)
+        for name in _SECRET_STRINGS:
+            if out.get(name):
+                out[name] = _mask(out[name])
         for spec in out["webhook_endpoints"].values():
             spec["secret"] = _mask(spec["secret"])
         if self.redis_url and "@" in self.redis_url:
@@ -375,6 +403,10 @@ def _parse_env_value(key: str, value: str) -> Any:
         "recovery_dir",
         "webhook_url",
         "webhook_secret",
+        "smtp_host",
+        "smtp_user",
+        "smtp_password",
+        "link_secret",
     }:
         return None
     return value

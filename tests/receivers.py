@@ -3,10 +3,19 @@ themselves: tests trust what arrived, not what the dispatcher says it sent."""
 
 from __future__ import annotations
 
+import contextlib
+import email.message
+import email.parser
+import email.policy
+import mailbox
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -87,3 +96,58 @@ class WebhookReceiver:
 
 def json_lines(text: str) -> list[Any]:
     return [orjson.loads(line) for line in text.splitlines() if line.strip()]
+
+
+class SmtpSink:
+    """A real SMTP server in its own process (aiosmtpd with its Mailbox
+    handler) writing every accepted message to a Maildir the test reads."""
+
+    def __init__(self, directory: Path) -> None:
+        self.maildir = directory / "maildir"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self._log = open(directory / "smtpd.log", "wb")  # noqa: SIM115 - closed in __exit__
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> SmtpSink:
+        self._proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                f"127.0.0.1:{self.port}",
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+                str(self.maildir),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as s, contextlib.suppress(OSError):
+                s.connect(("127.0.0.1", self.port))
+                return self
+            if self._proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise RuntimeError(f"the SMTP server did not start: {self._log.name}")
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(10)
+        self._log.close()
+
+    def messages(self) -> list[email.message.EmailMessage]:
+        if not self.maildir.exists():
+            return []
+        box = mailbox.Maildir(self.maildir, factory=None, create=False)
+        parser = email.parser.BytesParser(policy=email.policy.default)
+        return [
+            parser.parsebytes(box.get_bytes(key))  # type: ignore[misc]
+            for key in sorted(box.keys())  # unique names begin with the delivery time
+        ]

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import redis
 
 from dispatch.channels.base import Channel, Message, Outcome, Status
+from dispatch.channels.email import EmailChannel
 from dispatch.channels.inbox import InboxChannel
 from dispatch.channels.log import LogChannel
 from dispatch.channels.webhook import WebhookChannel
@@ -16,6 +17,7 @@ from pulse.settings import Settings, WebhookEndpoint
 
 __all__ = [
     "Channel",
+    "EmailChannel",
     "InboxChannel",
     "LogChannel",
     "Message",
@@ -80,6 +82,8 @@ def build_channel(settings: Settings) -> Channel:
             redis.Redis.from_url(settings.redis), RedisKeys(settings.redis_prefix)
         )
     }
+    if settings.smtp_host is not None:
+        channels["email"] = EmailChannel(settings, redis.Redis.from_url(settings.redis))
     endpoints = webhook_endpoints(settings)
     if endpoints:
         channels["webhook"] = WebhookChannel(
