@@ -15,7 +15,7 @@ from api import problems, schemas
 from api.auth import KeyRing
 from api.ingest import Collector
 from api.producer import AckProducer
-from api.routes import customers, events, health, recommendations, rules, segment
+from api.routes import customers, events, health, links, recommendations, rules, segment
 from pulse.keys import RedisKeys
 from pulse.rules_files import load_rfm
 from pulse.settings import Settings
@@ -51,7 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.keyring = keyring
     problems.install(app)
-    for module in (events, segment, customers, recommendations, rules, health):
+    for module in (events, segment, customers, recommendations, rules, links, health):
         app.include_router(module.router)
     _publish_schemas(app, documented_auth=not keyring.open)
     return app
