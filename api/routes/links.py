@@ -77,13 +77,7 @@ async def _unsubscribe(token: str, settings: Settings, producer: AckProducer) ->
     )
 
 
-@router.post(
-    "/v1/u/{token}",
-    summary="One-click unsubscribe (RFC 8058), as mail clients send it",
-    response_model=None,
-    responses=_UNSUBSCRIBED,
-)
-async def unsubscribe_post(
+async def unsubscribe(
     token: str,
     settings: Annotated[Settings, Depends(deps.settings)],
     producer: Annotated[AckProducer, Depends(deps.producer)],
@@ -91,18 +85,19 @@ async def unsubscribe_post(
     return await _unsubscribe(token, settings, producer)
 
 
-@router.get(
-    "/v1/u/{token}",
-    summary="Unsubscribe from a link in a message",
-    response_model=None,
-    responses=_UNSUBSCRIBED,
-)
-async def unsubscribe_get(
-    token: str,
-    settings: Annotated[Settings, Depends(deps.settings)],
-    producer: Annotated[AckProducer, Depends(deps.producer)],
-) -> Any:
-    return await _unsubscribe(token, settings, producer)
+for _method, _summary in (
+    ("GET", "Unsubscribe from a link in a message"),
+    ("POST", "One-click unsubscribe (RFC 8058), as mail clients send it"),
+):
+    router.add_api_route(
+        "/v1/u/{token}",
+        unsubscribe,
+        methods=[_method],
+        summary=_summary,
+        operation_id=f"unsubscribe_{_method.lower()}",
+        response_model=None,
+        responses=_UNSUBSCRIBED,
+    )
 
 
 @router.get(
