@@ -179,8 +179,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             )
         longest = max(
             [
-                self.webhook_timeout_s,
-                self.smtp_timeout_s,
+                self.webhook_timeout_s if self.webhook_url else 0.0,
+                self.smtp_timeout_s if self.smtp_host else 0.0,
                 *(e.timeout_s for e in self.webhook_endpoints.values()),
             ]
         )

@@ -165,7 +165,7 @@ def test_a_channel_without_configuration_is_dead_lettered_not_dropped(
         with dispatching(settings):
             [dead] = consume(settings, settings.triggers_dlq_topic, 1)
     reason = dlq_headers(dead)["pulse.reason"]
-    assert reason == "no sms channel is configured in this dispatcher (configured: webhook)"
+    assert reason == "no sms channel is configured in this dispatcher (configured: in_app, webhook)"
 
 
 def test_an_unreachable_endpoint_is_retriable_and_opens_its_circuit() -> None:

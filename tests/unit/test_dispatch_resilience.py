@@ -121,3 +121,11 @@ def test_webhook_endpoints_reach_a_child_process_and_are_masked_in_logs() -> Non
     masked = settings.masked()
     assert SECRET not in str(masked)
     assert masked["webhook_endpoints"]["crm"]["url"] == "http://x/y"
+
+
+def test_the_lease_must_outlast_the_slowest_configured_channel() -> None:
+    assert load_settings(environ={}, dispatch_lease_s=2.0).dispatch_lease_s == 2.0
+    with pytest.raises(SettingsError, match=r"longest channel timeout \(10 s\)"):
+        load_settings(environ={}, smtp_host="127.0.0.1", link_secret="x" * 16, dispatch_lease_s=5.0)
+    with pytest.raises(SettingsError, match=r"link_secret \(from default\): needed with smtp_host"):
+        load_settings(environ={}, smtp_host="127.0.0.1")
