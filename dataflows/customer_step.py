@@ -22,7 +22,7 @@ from engine.customer import Effect, Engine
 from engine.events import BaseEvent
 from engine.identity import Link, ToCustomer, decode_anonymous, encode_anonymous
 from engine.privacy import EraseAnonymous
-from engine.profile import decode_state, encode_state
+from engine.profile import STATE_VERSION, decode_state, encode_state
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -48,7 +48,7 @@ class CustomerLogic(StatefulLogic[Stamped[ToCustomer], Effect, bytes]):
     def __init__(self, engine: Engine, clock: StreamClock, snapshot: bytes | None) -> None:
         self._engine = engine
         self._clock = clock
-        self._state = decode_state(snapshot) if snapshot is not None else None
+        self._state = decode_state(_bytes(snapshot)) if snapshot is not None else None
 
     def on_item(self, value: Stamped[ToCustomer]) -> tuple[Iterable[Effect], bool]:
         self._clock.observe(value.source, value.watermark, time.time())
@@ -94,7 +94,7 @@ class AnonymousLogic(StatefulLogic[Stamped[AnonymousInput], AnonymousOutput, byt
     def __init__(self, engine: Engine, clock: StreamClock, snapshot: bytes | None) -> None:
         self._engine = engine
         self._clock = clock
-        self._state = decode_anonymous(snapshot) if snapshot is not None else None
+        self._state = decode_anonymous(_bytes(snapshot)) if snapshot is not None else None
 
     def on_item(self, value: Stamped[AnonymousInput]) -> tuple[Iterable[AnonymousOutput], bool]:
         self._clock.observe(value.source, value.watermark, time.time())
@@ -122,3 +122,19 @@ class AnonymousLogic(StatefulLogic[Stamped[AnonymousInput], AnonymousOutput, byt
     def snapshot(self) -> bytes:
         assert self._state is not None
         return encode_anonymous(self._state)
+
+
+class IncompatibleSnapshot(RuntimeError):
+    """A recovery snapshot this version cannot read."""
+
+
+def _bytes(snapshot: object) -> bytes:
+    """Snapshots are MessagePack bytes; anything else was written by another
+    state version that forgot to bump engine.profile.STATE_VERSION."""
+    if not isinstance(snapshot, bytes):
+        raise IncompatibleSnapshot(
+            f"a recovery snapshot holds a {type(snapshot).__name__}, not this version's "
+            f"bytes (state version {STATE_VERSION}): move the recovery directory away "
+            "and the dataflow rebuilds its state from the events topic"
+        )
+    return snapshot

@@ -13,7 +13,8 @@ from engine.rules.memory import Journey, Pending, Sent
 # (a field renamed, removed or retyped; adding a field with a default is fine).
 # The dataflow keeps snapshots per version, so a new version rebuilds its state
 # from the events topic instead of failing on old snapshots.
-STATE_VERSION = 3
+# 4: snapshots are MessagePack bytes (3 also held pickled objects from before).
+STATE_VERSION = 4
 
 RECENT_ITEMS = 20
 SESSION_GAP_S = 30 * 60.0  # a new session after 30 minutes without events
