@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +28,7 @@ from pulse.keys import RedisKeys
 from pulse.rules_files import copy_with_waits
 from pulse.sample_stream import shopper_events
 from pulse.settings import Settings
+from pulse.sinks import SmtpSink, WebhookReceiver
 
 # At least 120 columns, so the tables stay readable when written to a file.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
@@ -105,16 +108,38 @@ def run_demo(settings: Settings, *, customers: int, rate: float, config: str | N
         + ", ".join(f"{rule} {wait}" for rule, wait in DEMO_WAITS.items())
         + f") and smart sending of {DEMO_SMART_SENDING} instead of 16h"
     )
+    (rules_dir / "crm_tier_sync.yaml").write_text(DEMO_WEBHOOK_RULE, encoding="utf-8")
+    console.print("plus crm_tier_sync: a webhook to the demo's receiver whenever a tier goes up")
+    receivers = contextlib.ExitStack()
+    webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    webhook = receivers.enter_context(WebhookReceiver(webhook_secret))
+    smtp = _start_smtp(receivers, log_dir)
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    settings = msgspec.structs.replace(
+        settings,
+        dispatch_channel="routed",
+        webhook_url=webhook.url,
+        webhook_secret=webhook_secret,
+        smtp_host="127.0.0.1" if smtp is not None else None,
+        smtp_port=smtp.port if smtp is not None else settings.smtp_port,
+        link_secret=settings.link_secret or secrets.token_urlsafe(24),
+        public_url=base,
+    )
+    console.print(
+        f"channels: e-mail to an SMTP server on 127.0.0.1:{smtp.port if smtp else '-'} "
+        f"(Maildir {log_dir / 'maildir'}), webhooks to {webhook.url} (signatures checked "
+        "with the Standard Webhooks library); SMS and push have no provider here, so those "
+        "triggers go to the dead-letter topic with the reason"
+    )
     procs = _Processes(settings, config, log_dir)
-    triggers: list[dict[str, Any]] = []
+    arrivals: list[Arrival] = []
+    watching = threading.Event()
     try:
         procs.start("dataflow", "run")
         procs.start("api", "api")
-        procs.start("dispatcher", "dispatch", stdout=subprocess.PIPE)
-        dispatcher_out = procs.children["dispatcher"].stdout
-        assert dispatcher_out is not None
+        procs.start("dispatcher", "dispatch")
         threading.Thread(
-            target=_print_triggers, args=(dispatcher_out, triggers), daemon=True
+            target=_watch, args=(smtp, webhook, arrivals, watching), daemon=True
         ).start()
         _wait_ready(settings, procs)
         console.print(
@@ -122,7 +147,11 @@ def run_demo(settings: Settings, *, customers: int, rate: float, config: str | N
             f"and dispatcher running; logs in {log_dir}"
         )
 
-        sent = _send_traffic(settings, procs, customers, rate)
+        # New shoppers on every run: the rules' limits (one welcome ever, one
+        # cart reminder a day) would otherwise silence a second run.
+        first = _first_customer(settings, customers)
+        console.print(f"shoppers of this run: c-{first:05d} to c-{first + customers - 1:05d}")
+        sent = _send_traffic(settings, procs, customers, rate, first)
         wait_s = max(_seconds(w) for w in DEMO_WAITS.values()) + settings.event_lateness_s + 5
         console.print(f"waiting {wait_s:.0f} s for the rules' waits to run out...")
         deadline = time.monotonic() + wait_s
@@ -130,11 +159,13 @@ def run_demo(settings: Settings, *, customers: int, rate: float, config: str | N
             procs.check()
             time.sleep(0.5)
 
-        _show_results(settings, sent, triggers)
+        time.sleep(1.0)  # the last deliveries
+        watching.set()
+        _show_results(settings, sent, arrivals, smtp)
         console.print(f"demo ready in {time.monotonic() - started_at:.1f} s")
         base = f"http://{settings.api_host}:{settings.api_port}"
         console.print(
-            f"try it: curl -u {settings.read_keys[0]}: {base}/v1/customers/c-00001/profile"
+            f"try it: curl -u {settings.read_keys[0]}: {base}/v1/customers/c-{first:05d}/profile"
         )
         if sys.stdin.isatty():
             console.print(
@@ -147,13 +178,32 @@ def run_demo(settings: Settings, *, customers: int, rate: float, config: str | N
     except KeyboardInterrupt:
         console.print("\nstopping...")
     finally:
+        watching.set()
         procs.stop()
+        receivers.close()
         console.print(
             "dataflow, API and dispatcher stopped; Kafka and Redis keep running "
             "(`pulse services down` stops them)"
         )
-    return 0 if triggers else 1
+    return 0 if arrivals else 1
 
+
+# A demo-only rule, so the demo has a webhook to deliver.
+DEMO_WEBHOOK_RULE = """\
+id: crm_tier_sync
+description: Tell the CRM (the demo's webhook receiver) when a customer's tier goes up.
+category: transactional
+priority: 55
+trigger:
+  attribute: tier
+  change: up
+action:
+  channel: webhook
+  template: crm-tier-sync
+  payload:
+    tier: profile.tier
+    previous_tier: profile.previous_tier
+"""
 
 DEMO_WAITS = {"abandoned_cart": "10s", "browse_abandonment": "15s", "review_request": "20s"}
 DEMO_SMART_SENDING = "20s"
@@ -212,10 +262,21 @@ def _request(
             conn.close()
 
 
+def _first_customer(settings: Settings, customers: int) -> int:
+    """The first customer number of this run, after those of earlier runs (in Redis)."""
+    import redis
+
+    client: redis.Redis = redis.Redis.from_url(settings.redis)
+    try:
+        return int(client.incrby(f"{settings.redis_prefix}:demo:customers", customers)) - customers
+    finally:
+        client.close()
+
+
 def _send_traffic(
-    settings: Settings, procs: _Processes, customers: int, rate: float
+    settings: Settings, procs: _Processes, customers: int, rate: float, first: int
 ) -> Counter[str]:
-    events = list(shopper_events(customers))
+    events = list(shopper_events(customers, first_customer=first))
     sent: Counter[str] = Counter()
     conn = http.client.HTTPConnection(settings.api_host, settings.api_port, timeout=10)
     interval = 1.0 / rate
@@ -247,17 +308,66 @@ def _send_traffic(
     return sent
 
 
-def _print_triggers(stream: IO[bytes], sink: list[dict[str, Any]]) -> None:
-    for line in stream:
-        try:
-            delivery = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        sink.append(delivery)
-        console.print(
-            f"[bold magenta]trigger[/] {delivery['rule_id']} -> {delivery['customer_id']} "
-            f"by {delivery.get('channel')}: {_summary(delivery.get('payload', {}))}"
-        )
+class Arrival(msgspec.Struct, frozen=True):
+    """One message as its receiver got it."""
+
+    channel: str
+    rule_id: str
+    to: str
+    what: str
+
+
+def _start_smtp(stack: contextlib.ExitStack, log_dir: Path) -> SmtpSink | None:
+    """The demo's SMTP server; without it e-mails are dead-lettered, and the demo says so."""
+    maildir = log_dir / "maildir"
+    if maildir.exists():
+        shutil.rmtree(maildir)
+    try:
+        return stack.enter_context(SmtpSink(log_dir))
+    except (RuntimeError, OSError) as exc:
+        console.print(f"[yellow]no SMTP server for the demo ({exc}); e-mails are dead-lettered")
+        return None
+
+
+def _watch(
+    smtp: SmtpSink | None,
+    webhook: WebhookReceiver,
+    arrivals: list[Arrival],
+    stop: threading.Event,
+) -> None:
+    """Print each message as it reaches its receiver."""
+    seen: set[str] = set()  # Message-IDs: the Maildir's order is not arrival order
+    hooks = 0
+    while not stop.wait(0.5):
+        new: list[Arrival] = []
+        if smtp is not None:
+            for mail in smtp.messages():
+                if str(mail["Message-ID"]) in seen:
+                    continue
+                seen.add(str(mail["Message-ID"]))
+                new.append(
+                    Arrival(
+                        "email", str(mail["X-Pulse-Rule-Id"]), str(mail["To"]), str(mail["Subject"])
+                    )
+                )
+        bodies = webhook.bodies()
+        for body in bodies[hooks:]:
+            data = body.get("data", {})
+            new.append(
+                Arrival(
+                    "webhook",
+                    data.get("rule_id", "?"),
+                    data.get("customer_id", "?"),
+                    _summary(data.get("payload", {})),
+                )
+            )
+        hooks = len(bodies)
+        for arrival in new:
+            arrivals.append(arrival)
+            console.print(
+                f"[bold magenta]{arrival.channel}[/] {arrival.rule_id} -> {arrival.to}: "
+                f"{arrival.what}"
+            )
 
 
 def _summary(payload: dict[str, Any]) -> str:
@@ -274,7 +384,9 @@ def _summary(payload: dict[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
-def _show_results(settings: Settings, sent: Counter[str], triggers: list[dict[str, Any]]) -> None:
+def _show_results(
+    settings: Settings, sent: Counter[str], arrivals: list[Arrival], smtp: SmtpSink | None
+) -> None:
     table = Table(title="events sent through POST /v1/events")
     table.add_column("type")
     table.add_column("count", justify="right")
@@ -282,10 +394,21 @@ def _show_results(settings: Settings, sent: Counter[str], triggers: list[dict[st
         table.add_row(kind, str(count))
     console.print(table)
     _show_decisions(settings)
-    console.print(f"[bold]{len(triggers)} trigger(s) delivered[/] (dispatcher log channel)")
-
-    carts = [t for t in triggers if t["rule_id"] == "abandoned_cart"]
-    customer = (carts or triggers)[-1]["customer_id"] if triggers else "c-00000"
+    received = Table(title="what the receivers got (counted by them, not by Pulse)")
+    for column in ("channel", "rule", "messages"):
+        received.add_column(column, justify="right" if column == "messages" else "left")
+    for (channel, rule), count in sorted(Counter((a.channel, a.rule_id) for a in arrivals).items()):
+        received.add_row(channel, rule, str(count))
+    console.print(received)
+    _show_dead_letters(settings)
+    carts = [a for a in arrivals if a.channel == "email" and a.rule_id == "abandoned_cart"]
+    if smtp is not None and carts:
+        mail = next(m for m in smtp.messages() if str(m["X-Pulse-Rule-Id"]) == "abandoned_cart")
+        console.rule(f"one e-mail as it arrived: {mail['Subject']}")
+        console.print(f"To: {mail['To']}\nList-Unsubscribe: {mail['List-Unsubscribe']}")
+        console.print(mail.get_body(("plain",)).get_content().strip())  # type: ignore[union-attr]
+    emails = [a for a in arrivals if a.channel == "email"]
+    customer = (carts or emails)[-1].to.split("@")[0] if (carts or emails) else "c-00000"
     status, profile = _request(settings, "GET", f"/v1/customers/{customer}/profile")
     console.rule(f"profile of {customer} (GET /v1/customers/{customer}/profile)")
     console.print_json(data=profile if status == 200 else {"status": status, "body": profile})
@@ -339,4 +462,41 @@ def _show_decisions(settings: Settings) -> None:
             str(counts.get("deferred", 0)),
             other or "-",
         )
+    console.print(table)
+
+
+def _show_dead_letters(settings: Settings) -> None:
+    """Triggers the dispatcher could not deliver, by reason (from the DLQ topic)."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka,
+            "group.id": f"demo-dlq-{secrets.token_hex(4)}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": "false",
+        }
+    )
+    reasons: Counter[str] = Counter()
+    try:
+        consumer.subscribe([settings.triggers_dlq_topic])
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            for msg in consumer.consume(500, 0.5):
+                if msg.error() is None:
+                    headers = dict(msg.headers() or [])
+                    reason = headers.get("pulse.reason") or b"?"
+                    text = reason.decode() if isinstance(reason, bytes) else str(reason)
+                    reasons[text] += 1
+    finally:
+        consumer.close()
+    if not reasons:
+        return
+    table = Table(
+        title=f"dead-lettered on {settings.triggers_dlq_topic} (pulse dispatch retry-dlq)"
+    )
+    table.add_column("reason")
+    table.add_column("triggers", justify="right")
+    for reason, count in reasons.most_common():
+        table.add_row(reason, str(count))
     console.print(table)

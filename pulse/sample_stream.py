@@ -52,6 +52,7 @@ def shopper_events(
     run_id: str | None = None,
     start: datetime | None = None,
     spacing_s: float = 0.05,
+    first_customer: int = 0,
 ) -> Iterator[dict[str, Any]]:
     """Yield events (Pulse JSON) for ``customers`` shoppers.
 
@@ -59,7 +60,8 @@ def shopper_events(
     while customer ids are stable so profiles grow across runs. Without
     ``start`` events carry no timestamp (the receive time is used, as for live
     traffic); with it, event ``i`` is stamped ``start + i * spacing_s``, which
-    makes a stream exactly reproducible for tests and benchmarks.
+    makes a stream exactly reproducible for tests and benchmarks. Customers are
+    numbered from ``first_customer``.
     """
     rng = random.Random(seed)
     run = run_id or uuid.uuid4().hex[:8]
@@ -69,7 +71,7 @@ def shopper_events(
         by_category.setdefault(p.category, []).append(p)
 
     sessions: list[Iterator[dict[str, Any]]] = []
-    for n in range(customers):
+    for n in range(first_customer, first_customer + customers):
         customer = f"c-{n:05d}"
         favourites = rng.sample(CATEGORIES, k=rng.choice((1, 2)))
         for s in range(rng.choice((1, 1, 2, 3))):

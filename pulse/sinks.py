@@ -1,5 +1,11 @@
-"""Real servers on loopback that receive what Pulse delivers, and count it
-themselves: tests trust what arrived, not what the dispatcher says it sent."""
+"""Real receivers on loopback for what Pulse delivers, counting it themselves:
+a webhook endpoint that verifies signatures with the Standard Webhooks
+reference library, and an SMTP server process (aiosmtpd) writing a Maildir.
+
+The demo shows what arrived through them, and the tests trust what arrived,
+not what the dispatcher says it sent. aiosmtpd is a development dependency
+(installed by scripts/bootstrap).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +24,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import orjson
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
@@ -94,10 +99,6 @@ class WebhookReceiver:
         self._server.server_close()
 
 
-def json_lines(text: str) -> list[Any]:
-    return [orjson.loads(line) for line in text.splitlines() if line.strip()]
-
-
 class SmtpSink:
     """A real SMTP server in its own process (aiosmtpd with its Mailbox
     handler) writing every accepted message to a Maildir the test reads."""
@@ -149,5 +150,5 @@ class SmtpSink:
         parser = email.parser.BytesParser(policy=email.policy.default)
         return [
             parser.parsebytes(box.get_bytes(key))  # type: ignore[misc]
-            for key in sorted(box.keys())  # unique names begin with the delivery time
+            for key in sorted(box.keys())  # by delivery second, not exact arrival order
         ]

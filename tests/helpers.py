@@ -129,3 +129,7 @@ class PulseProcess:
                 self.proc.wait(5)
         self._log.close()
         self._out.close()
+
+
+def json_lines(text: str) -> list[Any]:
+    return [orjson.loads(line) for line in text.splitlines() if line.strip()]

@@ -1,7 +1,7 @@
 """Webhook delivery exactly once across a SIGKILLed dispatcher and across two
 dispatchers sharing the load, counted by the receiving server itself.
 
-The receiver (tests/receivers.py) verifies every request's Standard Webhooks
+The receiver (pulse/sinks.py) verifies every request's Standard Webhooks
 signature with the reference library and counts accepted requests per
 ``webhook-id``. Exactly once is what a receiver that honours the idempotency
 key sees: every trigger arrives, and a repeat can only be the one message that
@@ -17,8 +17,8 @@ import msgspec
 
 from engine.triggers import Trigger
 from pulse.settings import Settings, load_settings
+from pulse.sinks import WebhookReceiver
 from tests.helpers import PulseProcess, produce, wait_for
-from tests.receivers import WebhookReceiver
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 N = 300

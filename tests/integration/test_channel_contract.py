@@ -23,7 +23,8 @@ from dispatch.channels import (
 )
 from pulse.keys import RedisKeys
 from pulse.settings import Settings, WebhookEndpoint, load_settings
-from tests.receivers import SmtpSink, WebhookReceiver, json_lines
+from pulse.sinks import SmtpSink, WebhookReceiver
+from tests.helpers import json_lines
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 

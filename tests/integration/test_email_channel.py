@@ -18,7 +18,7 @@ from engine.profile import encode_view, profile_view
 from pulse import links
 from pulse.keys import RedisKeys
 from pulse.settings import Settings, load_settings
-from tests.receivers import SmtpSink
+from pulse.sinks import SmtpSink
 
 LINK_SECRET = "email-test-link-secret"
 

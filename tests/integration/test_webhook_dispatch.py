@@ -30,8 +30,8 @@ from dispatch.service import Dispatcher
 from engine.triggers import Trigger
 from pulse.keys import RedisKeys
 from pulse.settings import Settings, WebhookEndpoint, load_settings
+from pulse.sinks import WebhookReceiver
 from tests.helpers import consume, produce, value_of, wait_for
-from tests.receivers import WebhookReceiver
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
