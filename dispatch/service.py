@@ -24,7 +24,7 @@ import time
 import msgspec
 import orjson
 import redis
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from dispatch.backoff import Backoff
 from dispatch.channels import Channel, Outcome, build_channel
@@ -104,7 +104,13 @@ class Dispatcher:
                     # no offset to commit, and librdkafka says so with an error.
                     continue
                 self.producer.flush(10)
-                self.consumer.commit(asynchronous=False)
+                try:
+                    self.consumer.commit(asynchronous=False)
+                except KafkaException as exc:
+                    # A rebalance took the partitions meanwhile: their new
+                    # reader re-reads these records, and the recorded outcomes
+                    # make it skip them.
+                    log.warning("commit failed (%s): the records will be read again", exc)
         finally:
             self.consumer.close()
             self.producer.flush(10)
