@@ -24,7 +24,7 @@ LOCAL_KAFKA = "127.0.0.1:9092"
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 
 _SECRET_FIELDS = frozenset({"write_keys", "read_keys"})
-_SECRET_STRINGS = ("webhook_secret", "smtp_password", "link_secret")
+_SECRET_STRINGS = ("webhook_secret", "smtp_password", "link_secret", "sms_auth_token")
 
 
 class SettingsError(ValueError):
@@ -118,6 +118,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     smtp_password: str | None = None
     smtp_timeout_s: float = 10.0
     email_from: str = "Pulse <pulse@localhost>"
+    # SMS through a Twilio-shaped API (the sms channel is on when sms_api_url is set).
+    sms_api_url: str | None = None
+    sms_account_sid: str | None = None
+    sms_auth_token: str | None = None
+    sms_from: str | None = None
+    sms_timeout_s: float = 5.0
     # Message templates: <templates_dir>/email/<template>.subject.j2, .txt.j2, .html.j2.
     templates_dir: str = str(PROJECT_ROOT / "templates")
     # Links in messages (unsubscribe, tracked clicks) point at this API address
@@ -165,6 +171,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "breaker_reset_s",
             "webhook_timeout_s",
             "smtp_timeout_s",
+            "sms_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name}: must be positive, got {getattr(self, name)}")
@@ -181,6 +188,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             [
                 self.webhook_timeout_s if self.webhook_url else 0.0,
                 self.smtp_timeout_s if self.smtp_host else 0.0,
+                self.sms_timeout_s if self.sms_api_url else 0.0,
                 *(e.timeout_s for e in self.webhook_endpoints.values()),
             ]
         )
@@ -188,6 +196,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise SettingsError(
                 f"dispatch_lease_s: must be longer than the longest channel timeout ({longest:g} s)"
             )
+        if self.sms_api_url is not None:
+            for name in ("sms_account_sid", "sms_auth_token", "sms_from"):
+                if not getattr(self, name):
+                    raise SettingsError(f"{name}: needed with sms_api_url")
+            if not self.link_secret:
+                raise SettingsError(
+                    "link_secret: needed with sms_api_url: messages carry signed links"
+                )
         if self.smtp_host is not None and not self.link_secret:
             raise SettingsError(
                 "link_secret: needed with smtp_host: every e-mail carries a signed unsubscribe link"
@@ -407,6 +423,10 @@ def _parse_env_value(key: str, value: str) -> Any:
         "smtp_user",
         "smtp_password",
         "link_secret",
+        "sms_api_url",
+        "sms_account_sid",
+        "sms_auth_token",
+        "sms_from",
     }:
         return None
     return value

@@ -19,16 +19,45 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 
-class WebhookReceiver:
+class _Quiet(BaseHTTPRequestHandler):
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+class _LoopbackServer:
+    """A threaded HTTP server on a free loopback port, for the receivers below."""
+
+    path = ""
+
+    def _listen(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}{self.path}"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class WebhookReceiver(_LoopbackServer):
     """An HTTP endpoint that verifies every request with the Standard Webhooks
     reference library (not Pulse's code) and answers with ``statuses`` in turn,
     then 200. ``accepted`` counts 2xx answers per ``webhook-id``."""
@@ -45,7 +74,7 @@ class WebhookReceiver:
         self._lock = threading.Lock()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(_Quiet):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 headers = {k.lower(): v for k, v in self.headers.items()}
@@ -57,16 +86,9 @@ class WebhookReceiver:
                 self.end_headers()
                 self.wfile.write(b"{}" if status < 400 else b"no")
 
-            def log_message(self, *_args: Any) -> None:
-                pass
+        self._listen(Handler)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/hooks"
+    path = "/hooks"
 
     def _answer(self, path: str, headers: dict[str, str], body: bytes) -> int:
         with self._lock:
@@ -89,14 +111,6 @@ class WebhookReceiver:
     def bodies(self) -> list[Any]:
         with self._lock:
             return [r["body"] for r in self.requests if 200 <= r["status"] < 300]
-
-    def __enter__(self) -> WebhookReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 class SmtpSink:
@@ -152,3 +166,41 @@ class SmtpSink:
             parser.parsebytes(box.get_bytes(key))  # type: ignore[misc]
             for key in sorted(box.keys())  # by delivery second, not exact arrival order
         ]
+
+
+class RecordingServer(_LoopbackServer):
+    """An HTTP server that records every request (path, headers, form or JSON
+    body) and answers with ``statuses`` in turn, then 200: a stand-in for an
+    SMS or push provider's API, run for real on loopback."""
+
+    def __init__(self, statuses: list[int] | None = None) -> None:
+        self.script = list(statuses or [])
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        recorder = self
+
+        class Handler(_Quiet):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("content-length", "0")))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with recorder._lock:
+                    status = recorder.script.pop(0) if recorder.script else 201
+                    recorder.requests.append(
+                        {"path": self.path, "headers": headers, "body": raw, "status": status}
+                    )
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+        self._listen(Handler)
+
+    def forms(self) -> list[dict[str, str]]:
+        """The form bodies of the requests answered 2xx, in order."""
+        with self._lock:
+            return [
+                {k: v[0] for k, v in urllib.parse.parse_qs(r["body"].decode()).items()}
+                for r in self.requests
+                if 200 <= r["status"] < 300
+            ]

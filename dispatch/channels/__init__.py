@@ -11,6 +11,7 @@ from dispatch.channels.base import Channel, Message, Outcome, Status
 from dispatch.channels.email import EmailChannel
 from dispatch.channels.inbox import InboxChannel
 from dispatch.channels.log import LogChannel
+from dispatch.channels.sms import SmsChannel
 from dispatch.channels.webhook import WebhookChannel
 from pulse.keys import RedisKeys
 from pulse.settings import Settings, WebhookEndpoint
@@ -23,6 +24,7 @@ __all__ = [
     "Message",
     "Outcome",
     "Router",
+    "SmsChannel",
     "Status",
     "WebhookChannel",
     "build_channel",
@@ -84,6 +86,8 @@ def build_channel(settings: Settings) -> Channel:
     }
     if settings.smtp_host is not None:
         channels["email"] = EmailChannel(settings, redis.Redis.from_url(settings.redis))
+    if settings.sms_api_url is not None:
+        channels["sms"] = SmsChannel(settings, redis.Redis.from_url(settings.redis))
     endpoints = webhook_endpoints(settings)
     if endpoints:
         channels["webhook"] = WebhookChannel(

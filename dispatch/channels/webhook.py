@@ -15,7 +15,6 @@ breaker per endpoint stops attempts to a receiver that keeps failing.
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import time
 from collections.abc import Mapping
 
@@ -25,10 +24,10 @@ from standardwebhooks import Webhook
 
 from dispatch.breaker import CircuitBreaker
 from dispatch.channels.base import Message, Outcome
+from dispatch.channels.http_outcome import classify
 from pulse.settings import WebhookEndpoint
 
 EVENT_TYPE = "pulse.trigger"
-_RETRIABLE = frozenset({408, 425, 429})
 
 
 class WebhookChannel:
@@ -112,37 +111,11 @@ class WebhookChannel:
         except httpx.HTTPError as exc:
             breaker.record(False)
             return Outcome("retry", f"{name}: {type(exc).__name__}: {exc}")
-        status = response.status_code
-        if 200 <= status < 300:
-            breaker.record(True)
-            return Outcome("sent", f"{name}: HTTP {status}")
-        detail = f"{name}: HTTP {status} {_snippet(response)}".rstrip()
-        if status in _RETRIABLE or status >= 500:
-            breaker.record(False)
-            return Outcome("retry", detail, retry_after_s=_retry_after(response, now))
-        breaker.record(True)  # the receiver is up; it refuses this message
-        return Outcome("failed", detail)
+        outcome = classify(name, response)
+        # Only retriable failures count against the endpoint: a 400 says it
+        # is up and refuses this one message.
+        breaker.record(outcome.status != "retry")
+        return outcome
 
     def close(self) -> None:
         self._client.close()
-
-
-def _snippet(response: httpx.Response) -> str:
-    text = response.text.strip().replace("\n", " ")
-    return text[:200]
-
-
-def _retry_after(response: httpx.Response, now: float) -> float | None:
-    """Retry-After as seconds or an HTTP date; None when absent or unreadable."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now)

@@ -19,11 +19,12 @@ from dispatch.channels import (
     InboxChannel,
     LogChannel,
     Message,
+    SmsChannel,
     WebhookChannel,
 )
 from pulse.keys import RedisKeys
 from pulse.settings import Settings, WebhookEndpoint, load_settings
-from pulse.sinks import SmtpSink, WebhookReceiver
+from pulse.sinks import RecordingServer, SmtpSink, WebhookReceiver
 from tests.helpers import json_lines
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -79,11 +80,29 @@ def _email(settings: Settings, directory: Path) -> Iterator[tuple[Channel, Recei
         yield EmailChannel(settings, redis.Redis.from_url(settings.redis)), received
 
 
+def _sms(settings: Settings) -> Iterator[tuple[Channel, Received]]:
+    with RecordingServer() as provider:
+        settings = load_settings(
+            environ=settings.as_environ(),
+            sms_api_url=provider.url,
+            sms_account_sid="AC1",
+            sms_auth_token="t",
+            sms_from="+15550001111",
+            link_secret="contract-test-link-secret",
+        )
+
+        def received() -> list[tuple[str, Any]]:
+            return [(r["headers"]["i-twilio-idempotency-token"], None) for r in provider.requests]
+
+        yield SmsChannel(settings, redis.Redis.from_url(settings.redis)), received
+
+
 HARNESSES: dict[str, Callable[..., Iterator[tuple[Channel, Received]]]] = {
     "log": _log,
     "webhook": _webhook,
     "in_app": _inbox,
     "email": _email,
+    "sms": _sms,
 }
 
 
@@ -91,6 +110,8 @@ HARNESSES: dict[str, Callable[..., Iterator[tuple[Channel, Received]]]] = {
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Channel, Received]]:
     if request.param == "in_app":
         made = _inbox(request.getfixturevalue("pulse_settings"))
+    elif request.param == "sms":
+        made = _sms(request.getfixturevalue("pulse_settings"))
     elif request.param == "email":
         made = _email(request.getfixturevalue("pulse_settings"), tmp_path)
     else:
@@ -109,7 +130,7 @@ def message(key: str = "trigger-1", channel: str = "webhook") -> Message:
         customer_id="c-1",
         channel=channel,
         template="abandoned-cart",
-        recipient={"email": "c-1@example.com"},
+        recipient={"email": "c-1@example.com", "phone": "+447700900123"},
         payload={
             "cart_value": 42.5,
             "items": [{"sku": "s-1", "name": "Socks", "quantity": 2}],
