@@ -52,10 +52,10 @@ class Dispatcher:
     def __init__(self, settings: Settings, channel: Channel | None = None) -> None:
         self.settings = settings
         self.keys = RedisKeys(settings.redis_prefix)
-        self.channel = channel or build_channel(settings)
+        self.redis: redis.Redis = redis.Redis.from_url(settings.redis)
+        self.channel = channel or build_channel(settings, self.redis)
         self.backoff = Backoff(settings.dispatch_backoff_s, settings.dispatch_backoff_max_s)
         self.metrics = DispatchMetrics()
-        self.redis: redis.Redis = redis.Redis.from_url(settings.redis)
         self.consumer = Consumer(
             {
                 "bootstrap.servers": settings.kafka,
@@ -115,6 +115,7 @@ class Dispatcher:
             self.consumer.close()
             self.producer.flush(10)
             self.channel.close()
+            self.redis.close()
             log.info(
                 "dispatcher stopped: %d delivered, %d failed (dead-lettered), %d retries, "
                 "%d duplicates skipped, %d expired",
@@ -213,8 +214,8 @@ class Dispatcher:
         """Take the trigger's lease; False when it is done already (sent, failed
         and dead-lettered, or expired).
 
-        The lease (``dispatch_lease_s``, renewed before every attempt) says a
-        dispatcher is sending it now. Another one that reads the trigger too (a
+        The lease (``dispatch_lease_s``, extended before each retry by its
+        backoff) says a dispatcher is sending it now. Another one that reads the trigger too (a
         rebalance moved the partition mid-send) waits for that outcome instead
         of sending a second copy; after a crash the lease runs out and the
         trigger is sent again with the same idempotency key.
@@ -247,7 +248,6 @@ class Dispatcher:
         key = self.keys.delivery(message.idempotency_key)
         lease_ms = int(self.settings.dispatch_lease_s * 1000)
         while True:
-            self.redis.set(key, "sending", px=lease_ms)  # renewed: this attempt may be slow
             began = time.monotonic()
             outcome = self.channel.send(message)
             self.metrics.attempt_seconds.labels(channel).observe(time.monotonic() - began)
@@ -268,6 +268,9 @@ class Dispatcher:
                 failures + 1,
                 delay,
             )
+            # The lease covers the wait and the next attempt (the claim's own
+            # covers the first one).
+            self.redis.set(key, "sending", px=lease_ms + int(delay * 1000))
             if self.stopping.wait(delay):
                 raise _Stopping
 

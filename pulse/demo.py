@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import msgspec
 import orjson
@@ -45,12 +45,12 @@ class _Processes:
             self.env["PULSE_CONFIG"] = config
         self.children: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str, *args: str, stdout: int | IO[bytes] | None = None) -> None:
+    def start(self, name: str, *args: str) -> None:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives with the child
         self.children[name] = subprocess.Popen(
             [sys.executable, "-m", "pulse.cli", *args],
             env=self.env,
-            stdout=stdout if stdout is not None else log,
+            stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches us only; we stop them in order

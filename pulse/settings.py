@@ -104,8 +104,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     dispatch_max_attempts: int = 6
     dispatch_backoff_s: float = 0.2
     dispatch_backoff_max_s: float = 30.0
-    # How long a dispatcher's claim on a trigger it is sending lasts (renewed
-    # before each attempt): after a crash, the trigger is sent again once it
+    # How long a dispatcher's claim on a trigger it is sending lasts (extended
+    # before each retry by its backoff): after a crash, the trigger is sent again once it
     # runs out; longer than any single attempt.
     dispatch_lease_s: float = 30.0
     # Prometheus metrics of each dispatcher on this port (0: none), at api_host.

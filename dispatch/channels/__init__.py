@@ -75,19 +75,18 @@ def webhook_endpoints(settings: Settings) -> dict[str, WebhookEndpoint]:
     return endpoints
 
 
-def build_channel(settings: Settings) -> Channel:
-    """The dispatcher's channel for its settings (``dispatch_channel``)."""
+def build_channel(settings: Settings, client: redis.Redis) -> Channel:
+    """The dispatcher's channel for its settings (``dispatch_channel``); the
+    channels that read or write Redis share the dispatcher's ``client``."""
     if settings.dispatch_channel == "log":
         return LogChannel()
     channels: dict[str, Channel] = {
-        "in_app": InboxChannel(
-            redis.Redis.from_url(settings.redis), RedisKeys(settings.redis_prefix)
-        )
+        "in_app": InboxChannel(client, RedisKeys(settings.redis_prefix))
     }
     if settings.smtp_host is not None:
-        channels["email"] = EmailChannel(settings, redis.Redis.from_url(settings.redis))
+        channels["email"] = EmailChannel(settings, client)
     if settings.sms_api_url is not None:
-        channels["sms"] = SmsChannel(settings, redis.Redis.from_url(settings.redis))
+        channels["sms"] = SmsChannel(settings, client)
     endpoints = webhook_endpoints(settings)
     if endpoints:
         channels["webhook"] = WebhookChannel(

@@ -40,12 +40,8 @@ class EmailChannel:
             return Outcome("failed", "email: the customer has no e-mail address")
         try:
             mail = self.compose(message, to)
-        except jinja2.TemplateNotFound as exc:
-            return Outcome("failed", f"email: no template {exc.name} in {self.templates.where}")
-        except jinja2.TemplateError as exc:
-            return Outcome("failed", f"email: template {message.template}: {exc}")
-        except redis.RedisError as exc:
-            return Outcome("retry", f"email: reading the profile: {exc}")
+        except (jinja2.TemplateError, redis.RedisError) as exc:
+            return self.templates.failure(message, exc)
         return self._deliver(mail)
 
     def compose(self, message: Message, to: str) -> EmailMessage:
@@ -100,7 +96,7 @@ class EmailChannel:
         return Outcome("sent", f"email: accepted by {self._host}")
 
     def close(self) -> None:
-        self.templates.close()
+        pass  # one connection per message; the Redis client is the dispatcher's
 
 
 def _replies(replies: dict[str, tuple[int, bytes]]) -> str:

@@ -53,4 +53,4 @@ class InboxChannel:
         return Outcome("sent", "in_app: in the inbox")
 
     def close(self) -> None:
-        self._client.close()
+        pass  # the Redis client is the dispatcher's

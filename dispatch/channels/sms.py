@@ -48,12 +48,8 @@ class SmsChannel:
             text = self.templates.render(
                 f"{message.template}.txt.j2", self.templates.context(message)
             )
-        except jinja2.TemplateNotFound as exc:
-            return Outcome("failed", f"sms: no template {exc.name} in {self.templates.where}")
-        except jinja2.TemplateError as exc:
-            return Outcome("failed", f"sms: template {message.template}: {exc}")
-        except redis.RedisError as exc:
-            return Outcome("retry", f"sms: reading the profile: {exc}")
+        except (jinja2.TemplateError, redis.RedisError) as exc:
+            return self.templates.failure(message, exc)
         body = " ".join(text.split())
         if len(body) > MAX_BODY:
             body = body[: MAX_BODY - 1] + "…"
@@ -80,4 +76,3 @@ class SmsChannel:
 
     def close(self) -> None:
         self._http.close()
-        self.templates.close()

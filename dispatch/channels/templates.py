@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 import redis
 
-from dispatch.channels.base import Message
+from dispatch.channels.base import Message, Outcome
 from engine.profile import decode_view, parse_view
 from pulse import links
 from pulse.keys import RedisKeys
@@ -84,8 +84,16 @@ class MessageTemplates:
             "track": track,
         }
 
-    def close(self) -> None:
-        self._client.close()
+    def failure(self, message: Message, exc: Exception) -> Outcome:
+        """What a rendering error means for the message: a missing or broken
+        template is permanent (it fails the same way on every attempt), an
+        unreachable Redis is worth another attempt."""
+        name = self.channel
+        if isinstance(exc, jinja2.TemplateNotFound):
+            return Outcome("failed", f"{name}: no template {exc.name} in {self.where}")
+        if isinstance(exc, jinja2.TemplateError):
+            return Outcome("failed", f"{name}: template {message.template}: {exc}")
+        return Outcome("retry", f"{name}: reading the profile: {exc}")
 
 
 def _date(ts: float) -> str:
