@@ -119,6 +119,8 @@ def _identify(out: _Builder) -> None:
     )
     out.take("traits.birthday", "traits.birthday")
     out.take("traits.locale", "traits.locale")
+    # Segment's mobile libraries put the push registration token on the device.
+    out.take("traits.push_token", "context.device.token")
 
 
 def _page(out: _Builder, *, screen: bool) -> None:

@@ -67,6 +67,8 @@ class Traits(Struct, frozen=True, omit_defaults=True):
     postcode: str | None = None
     birthday: str | None = None
     locale: str | None = None
+    # The app's push registration token (FCM), for the push channel.
+    push_token: str | None = None
 
 
 class LineItem(Struct, frozen=True, omit_defaults=True):

@@ -40,7 +40,7 @@ class Trigger(msgspec.Struct, frozen=True, kw_only=True):
     priority: int
     deadline: float  # not worth delivering after this (epoch seconds)
     payload: dict[str, Any] = {}
-    recipient: dict[str, str] = {}  # email / phone from the profile
+    recipient: dict[str, str] = {}  # email / phone / push_token from the profile
     version: str = ""  # the rule-set version that decided it
 
 

@@ -24,7 +24,13 @@ LOCAL_KAFKA = "127.0.0.1:9092"
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 
 _SECRET_FIELDS = frozenset({"write_keys", "read_keys"})
-_SECRET_STRINGS = ("webhook_secret", "smtp_password", "link_secret", "sms_auth_token")
+_SECRET_STRINGS = (
+    "webhook_secret",
+    "smtp_password",
+    "link_secret",
+    "sms_auth_token",
+    "push_auth_token",
+)
 
 
 class SettingsError(ValueError):
@@ -124,6 +130,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     sms_auth_token: str | None = None
     sms_from: str | None = None
     sms_timeout_s: float = 5.0
+    # Push through an FCM-shaped HTTP v1 API (the push channel is on when
+    # push_api_url is set); push_auth_token is sent as the bearer token as is.
+    push_api_url: str | None = None
+    push_project_id: str | None = None
+    push_auth_token: str | None = None
+    push_timeout_s: float = 5.0
     # Message templates: <templates_dir>/email/<template>.subject.j2, .txt.j2, .html.j2.
     templates_dir: str = str(PROJECT_ROOT / "templates")
     # Links in messages (unsubscribe, tracked clicks) point at this API address
@@ -172,6 +184,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "webhook_timeout_s",
             "smtp_timeout_s",
             "sms_timeout_s",
+            "push_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name}: must be positive, got {getattr(self, name)}")
@@ -189,6 +202,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 self.webhook_timeout_s if self.webhook_url else 0.0,
                 self.smtp_timeout_s if self.smtp_host else 0.0,
                 self.sms_timeout_s if self.sms_api_url else 0.0,
+                self.push_timeout_s if self.push_api_url else 0.0,
                 *(e.timeout_s for e in self.webhook_endpoints.values()),
             ]
         )
@@ -203,6 +217,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             if not self.link_secret:
                 raise SettingsError(
                     "link_secret: needed with sms_api_url: messages carry signed links"
+                )
+        if self.push_api_url is not None:
+            for name in ("push_project_id", "push_auth_token"):
+                if not getattr(self, name):
+                    raise SettingsError(f"{name}: needed with push_api_url")
+            if not self.link_secret:
+                raise SettingsError(
+                    "link_secret: needed with push_api_url: messages carry signed links"
                 )
         if self.smtp_host is not None and not self.link_secret:
             raise SettingsError(
@@ -427,6 +449,9 @@ def _parse_env_value(key: str, value: str) -> Any:
         "sms_account_sid",
         "sms_auth_token",
         "sms_from",
+        "push_api_url",
+        "push_project_id",
+        "push_auth_token",
     }:
         return None
     return value

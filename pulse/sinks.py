@@ -13,6 +13,7 @@ import contextlib
 import email.message
 import email.parser
 import email.policy
+import json
 import mailbox
 import socket
 import subprocess
@@ -21,9 +22,10 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
@@ -168,13 +170,22 @@ class SmtpSink:
         ]
 
 
+class Reply(NamedTuple):
+    """A scripted answer of a RecordingServer: a status, a body and headers."""
+
+    status: int
+    body: bytes = b"{}"
+    headers: dict[str, str] = {}
+
+
 class RecordingServer(_LoopbackServer):
     """An HTTP server that records every request (path, headers, form or JSON
-    body) and answers with ``statuses`` in turn, then 200: a stand-in for an
-    SMS or push provider's API, run for real on loopback."""
+    body) and answers with ``statuses`` in turn (a status, or a ``Reply`` with
+    its body and headers), then 201: a stand-in for an SMS or push provider's
+    API, run for real on loopback."""
 
-    def __init__(self, statuses: list[int] | None = None) -> None:
-        self.script = list(statuses or [])
+    def __init__(self, statuses: Sequence[int | Reply] = ()) -> None:
+        self.script = [r if isinstance(r, Reply) else Reply(r) for r in statuses]
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         recorder = self
@@ -184,15 +195,16 @@ class RecordingServer(_LoopbackServer):
                 raw = self.rfile.read(int(self.headers.get("content-length", "0")))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 with recorder._lock:
-                    status = recorder.script.pop(0) if recorder.script else 201
+                    reply = recorder.script.pop(0) if recorder.script else Reply(201)
                     recorder.requests.append(
-                        {"path": self.path, "headers": headers, "body": raw, "status": status}
+                        {"path": self.path, "headers": headers, "body": raw, "status": reply.status}
                     )
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", "2")
+                self.send_response(reply.status)
+                for name, value in {"content-type": "application/json", **reply.headers}.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", str(len(reply.body)))
                 self.end_headers()
-                self.wfile.write(b"{}")
+                self.wfile.write(reply.body)
 
         self._listen(Handler)
 
@@ -204,3 +216,8 @@ class RecordingServer(_LoopbackServer):
                 for r in self.requests
                 if 200 <= r["status"] < 300
             ]
+
+    def jsons(self) -> list[Any]:
+        """The JSON bodies of the requests answered 2xx, in order."""
+        with self._lock:
+            return [json.loads(r["body"]) for r in self.requests if 200 <= r["status"] < 300]

@@ -11,6 +11,7 @@ from dispatch.channels.base import Channel, Message, Outcome, Status
 from dispatch.channels.email import EmailChannel
 from dispatch.channels.inbox import InboxChannel
 from dispatch.channels.log import LogChannel
+from dispatch.channels.push import PushChannel
 from dispatch.channels.sms import SmsChannel
 from dispatch.channels.webhook import WebhookChannel
 from pulse.keys import RedisKeys
@@ -23,6 +24,7 @@ __all__ = [
     "LogChannel",
     "Message",
     "Outcome",
+    "PushChannel",
     "Router",
     "SmsChannel",
     "Status",
@@ -87,6 +89,8 @@ def build_channel(settings: Settings, client: redis.Redis) -> Channel:
         channels["email"] = EmailChannel(settings, client)
     if settings.sms_api_url is not None:
         channels["sms"] = SmsChannel(settings, client)
+    if settings.push_api_url is not None:
+        channels["push"] = PushChannel(settings, client)
     endpoints = webhook_endpoints(settings)
     if endpoints:
         channels["webhook"] = WebhookChannel(

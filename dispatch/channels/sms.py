@@ -17,8 +17,8 @@ import redis
 
 from dispatch.breaker import CircuitBreaker
 from dispatch.channels.base import Message, Outcome
-from dispatch.channels.http_outcome import classify
-from dispatch.channels.templates import MessageTemplates
+from dispatch.channels.http_outcome import attempt
+from dispatch.channels.templates import MessageTemplates, one_line
 from pulse.settings import Settings
 
 MAX_BODY = 1600
@@ -50,29 +50,19 @@ class SmsChannel:
             )
         except (jinja2.TemplateError, redis.RedisError) as exc:
             return self.templates.failure(message, exc)
-        body = " ".join(text.split())
-        if len(body) > MAX_BODY:
-            body = body[: MAX_BODY - 1] + "…"
-        wait = self.breaker.wait_s()
-        if wait > 0:
-            return Outcome("retry", "sms: circuit open for the provider", retry_after_s=wait)
-        try:
-            response = self._http.post(
+        body = one_line(text, MAX_BODY)
+        return attempt(
+            "sms",
+            self.breaker,
+            self._timeout_s,
+            lambda: self._http.post(
                 self._url,
                 data={"To": to, "From": self._from, "Body": body},
                 auth=self._auth,
                 headers={"I-Twilio-Idempotency-Token": message.idempotency_key},
                 timeout=self._timeout_s,
-            )
-        except httpx.TimeoutException:
-            self.breaker.record(False)
-            return Outcome("retry", f"sms: no answer within {self._timeout_s:g} s")
-        except httpx.HTTPError as exc:
-            self.breaker.record(False)
-            return Outcome("retry", f"sms: {type(exc).__name__}: {exc}")
-        outcome = classify("sms", response)
-        self.breaker.record(outcome.status != "retry")
-        return outcome
+            ),
+        )
 
     def close(self) -> None:
         self._http.close()

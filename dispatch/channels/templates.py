@@ -1,5 +1,5 @@
 """Message templates (Jinja2) and what they see, shared by the channels that
-render text: e-mail and SMS.
+render text: e-mail, SMS and push.
 
 ``<templates_dir>/<channel>/<template>...j2``; templates see the rule's payload
 fields by name, ``payload``, ``profile`` (the served profile, read when the
@@ -94,6 +94,13 @@ class MessageTemplates:
         if isinstance(exc, jinja2.TemplateError):
             return Outcome("failed", f"{name}: template {message.template}: {exc}")
         return Outcome("retry", f"{name}: reading the profile: {exc}")
+
+
+def one_line(text: str, limit: int) -> str:
+    """Rendered text on one line (runs of white space become one space), cut
+    with an ellipsis to at most ``limit`` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _date(ts: float) -> str:

@@ -73,17 +73,19 @@ class RuleFrequency:
         return None
 
 
-# What a channel needs in the profile to reach the customer at all.
-_ADDRESS = {"email": "email", "sms": "phone"}
+# What a channel needs in the profile to reach the customer at all: the trait
+# holding its address (also what a trigger carries as its recipient).
+ADDRESS = {"email": "email", "sms": "phone", "push": "push_token"}
 
 
 class Reachable:
-    """E-mail needs an address and SMS a phone number, whatever the category."""
+    """E-mail needs an address, SMS a phone number and push a device token,
+    whatever the category."""
 
     name = "unreachable"
 
     def check(self, draft: Draft) -> Verdict:
-        trait = _ADDRESS.get(draft.channel)
+        trait = ADDRESS.get(draft.channel)
         if trait is not None and not draft.state.traits.get(trait):
             return Suppress(self.name)
         return None

@@ -16,7 +16,7 @@ from engine import events as ev
 from engine.loyalty import LoyaltyProgram
 from engine.profile import CustomerState
 from engine.rules.context import DAY, Scope
-from engine.rules.guards import Defer, Draft, Holdout, has_consent
+from engine.rules.guards import ADDRESS, Defer, Draft, Holdout, has_consent
 from engine.rules.memory import DATE, DEFER, INACTIVE, WAIT, Journey, Pending, Sent, kept
 from engine.rules.model import CHANNELS
 from engine.rules.ruleset import (
@@ -36,7 +36,6 @@ RuleEffect = Decision | TriggerFired
 # Sends older than this are forgotten (the longest window a guard looks back).
 _SENT_HORIZON_S = 8 * DAY
 _NOTHING: dict[str, Any] = {}
-_ADDRESS = {"email": "email", "sms": "phone"}
 
 
 class Rules:
@@ -364,9 +363,7 @@ class Rules:
                     priority=rule.rule.priority,
                     deadline=at + rule.deadline_s,
                     payload=payload,
-                    recipient={
-                        k: state.traits[k] for k in ("email", "phone") if state.traits.get(k)
-                    },
+                    recipient={k: state.traits[k] for k in ADDRESS.values() if state.traits.get(k)},
                     version=rules.version,
                 )
             )
@@ -386,7 +383,7 @@ class Rules:
         for channel in (*engaged, *policy.preferred_fallback):
             if rules.contactable:
                 return channel
-            trait = _ADDRESS.get(channel)
+            trait = ADDRESS.get(channel)
             if trait is not None and not state.traits.get(trait):
                 continue
             needs_consent = rule.rule.category == "marketing" and channel in policy.consent_required

@@ -19,6 +19,7 @@ from dispatch.channels import (
     InboxChannel,
     LogChannel,
     Message,
+    PushChannel,
     SmsChannel,
     WebhookChannel,
 )
@@ -97,12 +98,30 @@ def _sms(settings: Settings) -> Iterator[tuple[Channel, Received]]:
         yield SmsChannel(settings, redis.Redis.from_url(settings.redis)), received
 
 
+def _push(settings: Settings) -> Iterator[tuple[Channel, Received]]:
+    with RecordingServer() as provider:
+        settings = load_settings(
+            environ=settings.as_environ(),
+            push_api_url=provider.url,
+            push_project_id="p1",
+            push_auth_token="t",
+            link_secret="contract-test-link-secret",
+        )
+
+        def received() -> list[tuple[str, Any]]:
+            # FCM ignores idempotency headers: the key the app sees is in the data.
+            return [(b["message"]["data"]["trigger_id"], None) for b in provider.jsons()]
+
+        yield PushChannel(settings, redis.Redis.from_url(settings.redis)), received
+
+
 HARNESSES: dict[str, Callable[..., Iterator[tuple[Channel, Received]]]] = {
     "log": _log,
     "webhook": _webhook,
     "in_app": _inbox,
     "email": _email,
     "sms": _sms,
+    "push": _push,
 }
 
 
@@ -110,8 +129,8 @@ HARNESSES: dict[str, Callable[..., Iterator[tuple[Channel, Received]]]] = {
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Channel, Received]]:
     if request.param == "in_app":
         made = _inbox(request.getfixturevalue("pulse_settings"))
-    elif request.param == "sms":
-        made = _sms(request.getfixturevalue("pulse_settings"))
+    elif request.param in ("sms", "push"):
+        made = HARNESSES[request.param](request.getfixturevalue("pulse_settings"))
     elif request.param == "email":
         made = _email(request.getfixturevalue("pulse_settings"), tmp_path)
     else:
@@ -130,7 +149,11 @@ def message(key: str = "trigger-1", channel: str = "webhook") -> Message:
         customer_id="c-1",
         channel=channel,
         template="abandoned-cart",
-        recipient={"email": "c-1@example.com", "phone": "+447700900123"},
+        recipient={
+            "email": "c-1@example.com",
+            "phone": "+447700900123",
+            "push_token": "fcm-token-c-1",
+        },
         payload={
             "cart_value": 42.5,
             "items": [{"sku": "s-1", "name": "Socks", "quantity": 2}],

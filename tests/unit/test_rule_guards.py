@@ -115,6 +115,8 @@ def histories(draw: st.DrawFn) -> tuple[list[BaseEvent], Facts]:
             traits["email"] = f"c{c}@example.com"
         if draw(st.booleans()):
             traits["phone"] = f"+3360000000{c}"
+        if draw(st.booleans()):
+            traits["push_token"] = f"fcm-c{c}"
         events.append({"type": "identify", "customer_id": f"c{c}", "traits": traits, "ts": clock})
         for channel in CHANNELS:  # most customers start out consenting
             granted = draw(st.integers(0, 4)) > 0
@@ -296,3 +298,30 @@ def test_the_holdout_is_recorded_not_sent_and_stable_per_customer() -> None:
     assert held and sent and not held & sent
     assert held == {f"h{i}" for i in range(600) if holdout_bucket(f"h{i}", "cart_sms") < 0.2}
     assert abs(len(held) - 120) <= 5 * math.sqrt(600 * 0.2 * 0.8)
+
+
+def _push_customer(customer: str, i: int, traits: dict[str, str]) -> list[BaseEvent]:
+    """A customer who consents to push and then searches (search_push fires at once)."""
+    return [
+        _event(i, {"type": "identify", "customer_id": customer, "ts": T0 + 3 * HOUR,
+                   "traits": {"timezone": "UTC", **traits}}),
+        _event(i + 1, {"type": "consent_changed", "customer_id": customer,
+                       "ts": T0 + 3 * HOUR + 1, "consent_channel": "push", "granted": True}),
+        _event(i + 2, {"type": "search", "customer_id": customer,
+                       "ts": T0 + 3 * HOUR + 2, "query": "mugs"}),
+    ]  # fmt: skip
+
+
+def test_push_without_a_device_token_is_suppressed_as_unreachable() -> None:
+    decisions, triggers = simulate(_push_customer("c-no-app", 0, {"email": "a@example.com"}))
+    [decision] = [d for d in decisions if d.rule_id == "search_push"]
+    assert (decision.outcome, decision.reason) == ("suppressed", "unreachable")
+    assert triggers == []
+
+
+def test_push_with_a_device_token_fires_and_carries_it_as_the_recipient() -> None:
+    traits = {"email": "b@example.com", "push_token": "fcm-token-b"}
+    _decisions, triggers = simulate(_push_customer("c-app", 0, traits))
+    [trigger] = [t for t in triggers if t.rule_id == "search_push"]
+    assert trigger.channel == "push"
+    assert trigger.recipient == {"email": "b@example.com", "push_token": "fcm-token-b"}

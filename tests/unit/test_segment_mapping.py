@@ -224,6 +224,21 @@ def test_identify_traits() -> None:
     assert (traits.birthday, traits.locale) == ("1990-04-01", "de-DE")
 
 
+def test_identify_takes_the_push_token_from_the_device() -> None:
+    """Segment's mobile libraries send the registration token as context.device.token."""
+    message = call(
+        "identify",
+        traits={"email": "ann@example.com"},
+        context={"device": {"type": "android", "token": "fcm-reg-token-1"}},
+    )
+    event = pulse(message)
+    assert isinstance(event, Identify)
+    assert event.traits.push_token == "fcm-reg-token-1"
+    assert to_pulse(message).segment_field("traits.push_token") == "context.device.token"
+    without = pulse(call("identify", traits={"email": "ann@example.com"}))
+    assert isinstance(without, Identify) and without.traits.push_token is None
+
+
 def test_identify_prefers_a_flat_postcode() -> None:
     message = call("identify", traits={"postcode": "N1", "address": {"postalCode": "X"}})
     assert to_pulse(message).event["traits"] == {"postcode": "N1"}

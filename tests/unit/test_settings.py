@@ -241,6 +241,47 @@ def test_unknown_option_is_named_readably() -> None:
         load_settings(environ={}, partitons=8)
 
 
+PUSH = {
+    "PULSE_PUSH_API_URL": "https://fcm.googleapis.com",
+    "PULSE_PUSH_PROJECT_ID": "shop-app",
+    "PULSE_PUSH_AUTH_TOKEN": "ya29.secret-token",
+    "PULSE_LINK_SECRET": "a-link-secret-of-16+",
+}
+
+
+def test_push_settings_come_from_the_environment_and_the_token_is_masked() -> None:
+    settings = load_settings(environ={**PUSH, "PULSE_PUSH_TIMEOUT_S": "2.5"})
+    assert (settings.push_api_url, settings.push_project_id) == (
+        "https://fcm.googleapis.com",
+        "shop-app",
+    )
+    assert settings.push_timeout_s == 2.5
+    assert "ya29.secret-token" not in repr(settings.masked())
+    assert load_settings(environ={"PULSE_PUSH_API_URL": ""}).push_api_url is None
+
+
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [
+        ("PULSE_PUSH_PROJECT_ID", r"^push_project_id .*needed with push_api_url"),
+        ("PULSE_PUSH_AUTH_TOKEN", r"^push_auth_token .*needed with push_api_url"),
+        ("PULSE_LINK_SECRET", r"^link_secret .*needed with push_api_url"),
+    ],
+)
+def test_the_push_channel_needs_its_project_token_and_link_secret(
+    missing: str, message: str
+) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(environ={k: v for k, v in PUSH.items() if k != missing})
+
+
+def test_the_push_timeout_must_be_positive_and_within_the_lease() -> None:
+    with pytest.raises(SettingsError, match=r"^push_timeout_s .*must be positive"):
+        load_settings(environ={**PUSH, "PULSE_PUSH_TIMEOUT_S": "0"})
+    with pytest.raises(SettingsError, match=r"^dispatch_lease_s .*longest channel timeout"):
+        load_settings(environ={**PUSH, "PULSE_PUSH_TIMEOUT_S": "60"})
+
+
 # masked() and as_environ() ---------------------------------------------------
 
 
