@@ -98,3 +98,15 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_bytes(orjson.dumps({"machine": machine(), **payload}, option=orjson.OPT_INDENT_2))
     return path
+
+
+def rules_without_triggers(path: Path) -> Path:
+    """A rule directory with the shipped loyalty programme, RFM and policy but no
+    trigger rule, for a benchmark to measure without rules or add its own."""
+    source = Path(load_settings().rules_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob("*.yaml"):
+        old.unlink()
+    for name in ("loyalty.yaml", "rfm.yaml", "policy.yaml"):
+        (path / name).write_text((source / name).read_text())
+    return path

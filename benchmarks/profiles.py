@@ -30,7 +30,13 @@ from typing import Any
 import orjson
 import redis
 
-from benchmarks.common import bench_settings, print_table, start, write_json
+from benchmarks.common import (
+    bench_settings,
+    print_table,
+    rules_without_triggers,
+    start,
+    write_json,
+)
 from benchmarks.recovery import caught_up, end_offsets
 from engine.customer import Engine
 from engine.decode import decode_event
@@ -200,7 +206,10 @@ def main() -> int:
 
     logs = Path(load_settings().cache_dir) / "bench"
     modes = (["off", "on"] if args.rules == "both" else [args.rules]) * args.rounds
-    rules_dirs = {"on": load_settings().rules_dir, "off": str(_no_rules(logs / "no-rules"))}
+    rules_dirs = {
+        "on": load_settings().rules_dir,
+        "off": str(rules_without_triggers(logs / "no-rules")),
+    }
     rows, results = [], []
     best: list[tuple[int, float, float]] = []
     for customers in (int(c) for c in args.customers.split(",") if c):
@@ -268,17 +277,6 @@ def main() -> int:
     )
     print(f"wrote {path}")
     return 0
-
-
-def _no_rules(path: Path) -> Path:
-    """A rule directory with the loyalty programme and policy but no trigger rule."""
-    source = Path(load_settings().rules_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    for old in path.glob("*.yaml"):
-        old.unlink()
-    for name in ("loyalty.yaml", "rfm.yaml", "policy.yaml"):
-        (path / name).write_text((source / name).read_text())
-    return path
 
 
 def _drop(settings: Settings) -> None:

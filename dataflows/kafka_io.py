@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import bytewax.operators as op
 import msgspec
 from bytewax.connectors.kafka import (
     KafkaError,
@@ -15,11 +16,14 @@ from bytewax.connectors.kafka import (
     KafkaSource,
     KafkaSourceMessage,
 )
-from bytewax.inputs import StatefulSourcePartition
+from bytewax.dataflow import Stream
+from bytewax.inputs import FixedPartitionedSource, Source, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
 
 from dataflows.caught_up import CaughtUpReports
-from dataflows.stream_clock import PartitionTime
+from dataflows.kafka_sink import PulseKafkaSink
+from dataflows.kafka_source import PulseKafkaPartition, PulseKafkaSource
+from dataflows.stream_clock import PartitionTime, Wakeups
 from engine.control import ControlMessage, decode_control
 from engine.decode import DeadLetter, decode_event
 from engine.events import BaseEvent
@@ -31,6 +35,10 @@ log = logging.getLogger(__name__)
 _json = msgspec.json.Encoder()
 
 RawMessage = KafkaSourceMessage[bytes | None, bytes | None]
+SinkRecord = KafkaSinkMessage[bytes, bytes]
+
+# The longest an idle single-worker flow blocks in its source (kafka_source.py).
+IDLE_WAIT_S = 0.1
 
 _PRODUCER_CONFIG = {
     # Idempotent, fully acknowledged writes: a retried send is never duplicated
@@ -42,7 +50,20 @@ _PRODUCER_CONFIG = {
 }
 
 
-def _source(settings: Settings, topic: str, starting_offset: int, batch_size: int) -> KafkaSource:
+def _source(
+    settings: Settings, topic: str, starting_offset: int, batch_size: int, layout: FlowLayout
+) -> Source[Any]:
+    if settings.kafka_connectors == "own":
+        return PulseKafkaSource(
+            settings.kafka,
+            [topic],
+            starting_offset=starting_offset,
+            batch_size=batch_size,
+            # A worker may block in its source while idle only when it is the
+            # flow's only one (dataflows/kafka_source.py).
+            idle_wait_s=IDLE_WAIT_S if layout.workers == 1 else 0.0,
+            wakeups=layout.wakeups,
+        )
     return KafkaSource(
         [settings.kafka],
         [topic],
@@ -55,46 +76,57 @@ def _source(settings: Settings, topic: str, starting_offset: int, batch_size: in
     )
 
 
+class FlowLayout:
+    """What the connectors need to know about the flow they are part of: its
+    number of workers over all processes, and its stateful steps' wake-ups."""
+
+    __slots__ = ("wakeups", "workers")
+
+    def __init__(self, workers: int = 1, wakeups: Wakeups | None = None) -> None:
+        self.workers = workers
+        self.wakeups = wakeups
+
+
 def events_source(
-    settings: Settings, reports: CaughtUpReports, partition_time: PartitionTime
-) -> KafkaSource:
+    settings: Settings,
+    reports: CaughtUpReports,
+    partition_time: PartitionTime,
+    layout: FlowLayout,
+) -> Source[Any]:
     """The events topic, whose partitions seal their position at the end of each
     epoch and say whether they were read to the end then (for the stream clock,
     dataflows/stream_clock.py)."""
     start = OFFSET_BEGINNING if settings.start_from == "earliest" else OFFSET_END
     return _ReportingSource(
-        reports,
-        partition_time,
-        [settings.kafka],
-        [settings.events_topic],
-        starting_offset=start,
-        raise_on_errors=False,
-        batch_size=500,
-        add_config={"fetch.wait.max.ms": "5", "statistics.interval.ms": "0"},
+        reports, partition_time, _source(settings, settings.events_topic, start, 500, layout)
     )
 
 
-class _ReportingSource(KafkaSource):
-    """The stock source, whose partitions seal epochs and report being read to the end."""
+class _ReportingSource(FixedPartitionedSource[Any, int | None]):
+    """A source (own or stock) whose partitions seal epochs and report being
+    read to the end."""
 
-    def __init__(
-        self, reports: CaughtUpReports, partition_time: PartitionTime, *args: Any, **kwargs: Any
-    ) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, reports: CaughtUpReports, partition_time: PartitionTime, inner: Any) -> None:
+        self._inner = inner
         self._reports = reports
         self._partition_time = partition_time
 
+    def list_parts(self) -> list[str]:
+        parts: list[str] = self._inner.list_parts()
+        return parts
+
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> Any:
         return _ReportingPartition(
-            super().build_part(step_id, for_part, resume_state),
+            self._inner.build_part(step_id, for_part, resume_state),
             self._reports,
             self._partition_time,
         )
 
 
 class _ReportingPartition(StatefulSourcePartition[Any, int | None]):
-    """Wraps a stock partition (bytewax 0.21, pinned in pyproject.toml; its
-    consumer and position are read from its private attributes).
+    """Wraps a source partition: Pulse's own (dataflows/kafka_source.py) or a
+    stock one (bytewax 0.21, pinned in pyproject.toml; its consumer and
+    position are read from its private attributes).
 
     Bytewax calls ``snapshot`` exactly at the end of each of the partition's
     epochs, and ``next_batch`` of a new epoch only once the whole dataflow has
@@ -107,8 +139,13 @@ class _ReportingPartition(StatefulSourcePartition[Any, int | None]):
         self._inner = inner
         self._reports = reports
         self._partition_time = partition_time
-        self._source = f"{inner._topic}:{inner._part_idx}"
-        self._partition = TopicPartition(inner._topic, inner._part_idx)
+        self._own = isinstance(inner, PulseKafkaPartition)
+        if self._own:
+            topic, index = inner.topic, inner.partition
+        else:
+            topic, index = inner._topic, inner._part_idx
+        self._source = f"{topic}:{index}"
+        self._partition = TopicPartition(topic, index)
         self._sealed_lag: int | None = None  # not known until the first epoch ends
 
     def next_batch(self) -> list[Any]:
@@ -130,6 +167,8 @@ class _ReportingPartition(StatefulSourcePartition[Any, int | None]):
 
     def _position(self) -> int:
         """The offset read next (negative before anything was fetched)."""
+        if self._own:
+            return int(self._inner.position())
         position = int(self._inner._offset)
         if position < 0:  # a symbolic start (beginning, end): ask where the consumer is
             position = int(self._inner._consumer.position([self._partition])[0].offset)
@@ -138,16 +177,19 @@ class _ReportingPartition(StatefulSourcePartition[Any, int | None]):
     def _lag(self) -> int | None:
         """Records left to read: the end of the partition librdkafka last fetched
         less the position; None before anything was fetched."""
-        _low, high = self._inner._consumer.get_watermark_offsets(self._partition, cached=True)
+        if self._own:
+            high = self._inner.high_watermark()
+        else:
+            _low, high = self._inner._consumer.get_watermark_offsets(self._partition, cached=True)
         position = self._position()
         if high < 0 or position < 0:
             return None
         return max(0, int(high) - position)
 
 
-def control_source(settings: Settings) -> KafkaSource:
+def control_source(settings: Settings, layout: FlowLayout) -> Source[Any]:
     """The control topic (erasures), always read from its start on a fresh flow."""
-    return _source(settings, settings.control_topic, OFFSET_BEGINNING, batch_size=100)
+    return _source(settings, settings.control_topic, OFFSET_BEGINNING, 100, layout)
 
 
 def decode_control_record(msg: RawMessage | KafkaError[bytes | None, bytes | None]) -> Decoded:
@@ -162,8 +204,22 @@ def _parse_control(raw: bytes | None) -> ControlMessage | DeadLetter:
         return DeadLetter(f"invalid control message: {exc}", raw)
 
 
-def sink(settings: Settings) -> KafkaSink:
-    return KafkaSink([settings.kafka], topic=None, add_config=dict(_PRODUCER_CONFIG))
+def kafka_output(
+    settings: Settings, layout: FlowLayout, step_id: str, records: Stream[SinkRecord]
+) -> None:
+    """Records to Kafka through the configured sink (``kafka_connectors``)."""
+    if settings.kafka_connectors == "own":
+        config = {"bootstrap.servers": settings.kafka, **_PRODUCER_CONFIG}
+        keyed = op.map(f"{step_id}_route", records, _route)
+        op.output(step_id, keyed, PulseKafkaSink(config, layout.workers))
+    else:
+        stock = KafkaSink([settings.kafka], topic=None, add_config=dict(_PRODUCER_CONFIG))
+        op.output(step_id, records, stock)
+
+
+def _route(record: SinkRecord) -> tuple[str, SinkRecord]:
+    """Records of one customer (the Kafka key) leave through one sink partition."""
+    return (record.key.decode() if record.key else ""), record
 
 
 class Decoded:

@@ -35,13 +35,14 @@ from dataflows.customer_step import (
 from dataflows.item_sink import RedisItemSink
 from dataflows.kafka_io import (
     Decoded,
+    FlowLayout,
     control_source,
     dead_letter_message,
     decision_message,
     decode,
     decode_control_record,
     events_source,
-    sink,
+    kafka_output,
     trigger_message,
 )
 from dataflows.progress_sink import Position, RedisProgressSink
@@ -74,22 +75,25 @@ def build_flow(
     clock: StreamClock,
     partition_time: PartitionTime,
     flow_id: str = "pulse",
+    layout: FlowLayout | None = None,
 ) -> Dataflow:
     """The flow around an engine (rules and loyalty loaded by the caller, see
-    dataflows/run.py) and the process's stream clock."""
+    dataflows/run.py) and the process's stream clock; ``layout``: how many
+    workers the flow has in all (one by default) and where its stateful steps
+    note when they want to wake (the stream clock's)."""
     keys = RedisKeys(settings.redis_prefix)
-    kafka_out = sink(settings)
+    layout = layout or FlowLayout(wakeups=clock.wakeups)
 
     flow = Dataflow(flow_id)
     reports = CaughtUpReports(settings.redis, keys)
-    raw = op.input("events_in", flow, events_source(settings, reports, partition_time))
+    raw = op.input("events_in", flow, events_source(settings, reports, partition_time, layout))
     decoded = op.map("decode", raw, decode)
     positions = op.filter_map("positions", decoded, _position)
     op.output("progress_out", positions, RedisProgressSink(settings.redis, keys))
     split = op.branch("split_bad", decoded, lambda d: not isinstance(d.item, DeadLetter))
 
     dead = op.map("dead_letter", split.falses, partial(dead_letter_message, settings))
-    op.output("events_dlq", dead, kafka_out)
+    kafka_output(settings, layout, "events_dlq", dead)
 
     events = op.map("stamp", split.trues, partial(_stamped, partition_time))
     # Identity (engine/identity.py): events with a customer id go straight to
@@ -102,16 +106,17 @@ def build_flow(
     # Control messages (erasures) take effect at one point of the stream.
     control = op.map(
         "decode_control",
-        op.input("control_in", flow, control_source(settings)),
+        op.input("control_in", flow, control_source(settings, layout)),
         decode_control_record,
     )
     control_split = op.branch(
         "split_bad_control", control, lambda d: not isinstance(d.item, DeadLetter)
     )
-    op.output(
+    kafka_output(
+        settings,
+        layout,
         "control_dlq",
         op.map("control_dead_letter", control_split.falses, partial(dead_letter_message, settings)),
-        kafka_out,
     )
     erasures = op.flat_map("erasure_inputs", control_split.trues, _erasure_inputs)
     # (Rule deployments on the same topic are read by every process's rule
@@ -148,19 +153,21 @@ def build_flow(
     triggers = op.filter_map(
         "triggers", effects, lambda e: e.trigger if isinstance(e, TriggerFired) else None
     )
-    op.output(
+    kafka_output(
+        settings,
+        layout,
         "triggers_out",
         op.map("trigger_record", triggers, partial(trigger_message, settings)),
-        kafka_out,
     )
 
     decisions = op.filter_map(
         "decisions", effects, lambda e: e if isinstance(e, Decision) else None
     )
-    op.output(
+    kafka_output(
+        settings,
+        layout,
         "decisions_out",
         op.map("decision_record", decisions, partial(decision_message, settings)),
-        kafka_out,
     )
     by_rule = op.key_on("key_by_rule", decisions, lambda d: d.rule_id)
     rule_counts = op.key_rm("unkey_rules", op.stateful_map("rule_stats", by_rule, count))

@@ -14,6 +14,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
 from dataflows.caught_up import CaughtUpReader
+from dataflows.kafka_io import FlowLayout
 from dataflows.personalize import build_flow
 from dataflows.rule_registry import RuleRegistry
 from dataflows.stream_clock import PartitionTime, StreamClock
@@ -102,7 +103,10 @@ def run(
     registry.catch_up()
     registry.follow()
     CaughtUpReader(settings.redis, RedisKeys(settings.redis_prefix), clock).start()
-    flow = build_flow(settings, engine, clock, partition_time)
+    # The flow's workers over all its processes (the connectors need to know,
+    # dataflows/kafka_io.py), and where its steps note when they want to wake.
+    layout = FlowLayout(settings.workers * max(1, len(addresses or [])), clock.wakeups)
+    flow = build_flow(settings, engine, clock, partition_time, layout=layout)
     recovery = None
     if recovery_dir is not None:
         # Snapshots are kept per state version (engine.profile.STATE_VERSION):

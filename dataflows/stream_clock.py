@@ -34,6 +34,7 @@ while catching up; live, the reports make the clock follow the wall clock.
 
 from __future__ import annotations
 
+import heapq
 import math
 import threading
 from collections import deque
@@ -76,6 +77,34 @@ class PartitionTime:
         return max(self._latest.values(), default=-math.inf)
 
 
+class Wakeups:
+    """Near-term times the flow's stateful steps asked to be woken at.
+
+    A worker blocked in its source (dataflows/kafka_source.py) cannot run a pending rule action that
+    falls due meanwhile, so the source never waits past the earliest of these.
+    Only wake-ups within ``horizon_s`` are kept (a win-back due in two months
+    is not worth remembering for a wait of a tenth of a second); stale ones
+    fall out as time passes. Shared by the workers of a process.
+    """
+
+    def __init__(self, horizon_s: float = 60.0) -> None:
+        self.horizon_s = horizon_s
+        self._heap: list[float] = []
+        self._lock = threading.Lock()
+
+    def add(self, at: float, now: float) -> None:
+        if at - now > self.horizon_s:
+            return
+        with self._lock:
+            heapq.heappush(self._heap, at)
+
+    def next_after(self, now: float) -> float | None:
+        with self._lock:
+            while self._heap and self._heap[0] <= now:
+                heapq.heappop(self._heap)
+            return self._heap[0] if self._heap else None
+
+
 class StreamClock:
     """Customer side: event time the stream has certainly passed, for firing timers."""
 
@@ -107,6 +136,7 @@ class StreamClock:
         self._finish_at = math.inf  # when the backlog should be read, at the pace seen
         self._last = -math.inf
         self._lock = threading.Lock()  # workers of one process share the clock
+        self.wakeups = Wakeups()  # when the steps asked to look again (wake_at)
 
     def observe(self, source: str, watermark: float, wall: float) -> None:
         if not source:
@@ -198,4 +228,5 @@ class StreamClock:
             else:
                 limit = self.max_recheck_s  # no estimate of the end yet: look often
             at = wall + max(min(estimate, limit), self.recheck_s)
+        self.wakeups.add(at, wall)
         return datetime.fromtimestamp(at, tz=UTC)

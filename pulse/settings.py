@@ -79,6 +79,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     snapshot_interval_s: float = 5.0
     workers: int = 1
     start_from: Literal["earliest", "latest"] = "earliest"
+    # Kafka connectors of the dataflow: "own" (dataflows/kafka_source.py and
+    # kafka_sink.py: one consumer per worker, no flush per batch) or Bytewax's
+    # "stock" ones (kept to compare against in benchmarks/latency.py).
+    kafka_connectors: Literal["own", "stock"] = "own"
 
     # A repeated event id within this window (event time) is dropped and counted.
     dedup_window_s: float = 86400.0

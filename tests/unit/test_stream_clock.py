@@ -124,3 +124,22 @@ def test_catching_up_a_far_action_is_looked_at_just_after_the_backlog_should_be_
     c.reports({"t:0": (START + 1, False)}, START + 1, finish_s=3.0)
     wake = c.wake_at(OLD + 60 * 86400, START + 1).timestamp()
     assert wake == START + 1 + 3.0 + 1.0  # the estimated end of the backlog, plus a recheck
+
+
+def test_wakeups_keep_the_near_ones_and_forget_the_past() -> None:
+    from dataflows.stream_clock import Wakeups
+
+    wakeups = Wakeups(horizon_s=60.0)
+    wakeups.add(105.0, now=100.0)
+    wakeups.add(102.0, now=100.0)
+    wakeups.add(100.0 + 3600, now=100.0)  # beyond the horizon: not kept
+    assert wakeups.next_after(100.0) == 102.0
+    assert wakeups.next_after(103.0) == 105.0
+    assert wakeups.next_after(106.0) is None
+
+
+def test_the_clock_notes_the_wakeups_it_hands_out() -> None:
+    clock = StreamClock(lateness_s=0.0, started_at=0.0, idle_s=1.0)
+    clock.observe("t:0", 1000.0, wall=1000.0)
+    at = clock.wake_at(1000.5, wall=1000.0)
+    assert clock.wakeups.next_after(1000.0) == at.timestamp()

@@ -1,0 +1,491 @@
+"""Event to delivery: how long from an event produced to Kafka until the webhook arrives.
+
+Every process runs on this machine, as in production on one host: Kafka and
+Redis (``pulse services``), the dataflow (``pulse run``), one dispatcher
+(``pulse dispatch``, routed, webhooks to a receiver in this process) and an
+open-loop load generator in a process of its own (it sends on a fixed
+schedule, whatever the flow's pace, and latency is measured from each event's
+*scheduled* time, so a stalled flow cannot hide its stall by slowing the
+load down).
+
+The load is mostly background traffic (page and product views of a pool of
+shoppers: profiles to update, no trigger) with latency probes mixed in at a
+fixed rate: an order, which fires a webhook rule at once (a CRM sync of the
+order and the tier it brings), and (``--delayed``) an add to cart whose webhook
+rule waits two seconds, to see how late delayed rules fire after they are due.
+Probes are timed at three points: scheduled, trigger record seen on
+``<prefix>.triggers`` (a consumer in this process), webhook request received.
+So the budget splits into the flow's hop (event to trigger record, Kafka
+both ways included) and the dispatcher's (trigger record to webhook).
+
+Each configuration (connectors, rate) runs on fresh topics, and the flow's
+CPU is sampled while it is idle before the load starts.
+
+    python -m benchmarks.latency                       # stock and own, 1,000 and 5,000 events/s
+    python -m benchmarks.latency --connectors own --rates 1000 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, Producer
+
+from benchmarks.common import (
+    bench_settings,
+    percentile,
+    print_table,
+    rules_without_triggers,
+    start,
+    write_json,
+)
+from pulse.settings import Settings, load_settings
+
+ORDER_RULE = """\
+id: bench_order_sync
+description: Benchmark probe, fires at once - an order (and its tier) to the CRM webhook.
+category: transactional
+priority: 55
+trigger:
+  event: order_placed
+action:
+  channel: webhook
+  template: bench-order
+  payload:
+    tier: profile.tier
+"""
+
+DELAYED_RULE = """\
+id: bench_cart_reminder
+description: Benchmark probe, fires two seconds after an add to cart.
+category: transactional
+priority: 50
+trigger:
+  event: add_to_cart
+wait:
+  for: 2s
+action:
+  channel: webhook
+  template: bench-cart
+"""
+
+DELAY_S = 2.0
+WEBHOOK_SECRET = "whsec_" + "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+
+
+# ---------------------------------------------------------------- load generator
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e6):06d}Z"
+
+
+def generate(args: argparse.Namespace) -> int:
+    """The load process: sends ``rate`` events/s from ``start`` for ``seconds``,
+    a probe every ``1 / probe_rate`` s; never spins (sleeps to the next due time)."""
+    producer = Producer(
+        {
+            "bootstrap.servers": args.kafka,
+            "linger.ms": "0",
+            "acks": "all",
+            "enable.idempotence": "true",
+        }
+    )
+    rng = random.Random(7)
+    n = int(args.rate * args.seconds)
+    every = max(1, round(args.rate / args.probe_rate))
+    pool = [f"shopper-{i}" for i in range(args.pool)]
+    started = args.start
+    for i in range(n):
+        due = started + i / args.rate
+        now = time.time()
+        if due > now:
+            time.sleep(due - now)
+        producer.poll(0)
+        if i % every == 0:
+            k = i // every
+            delayed = args.delayed and k % 2 == 1
+            customer = f"{args.tag}-{'cart' if delayed else 'order'}-{k}"
+            if delayed:
+                event: dict[str, Any] = {
+                    "type": "add_to_cart",
+                    "event_id": f"{args.tag}-p{k}",
+                    "customer_id": customer,
+                    "timestamp": _iso(due),
+                    "sku": "SKU-PROBE",
+                    "price": 10.0,
+                }
+            else:
+                event = {
+                    "type": "order_placed",
+                    "event_id": f"{args.tag}-p{k}",
+                    "customer_id": customer,
+                    "timestamp": _iso(due),
+                    "order_id": f"{args.tag}-o{k}",
+                    "total": 300.0,
+                    "items": [{"sku": "SKU-PROBE", "price": 300.0}],
+                }
+            # The probe's schedule travels with it, for the receiving end.
+            print(json.dumps([customer, due, "cart" if delayed else "order"]), flush=False)
+        else:
+            customer = rng.choice(pool)
+            if rng.random() < 0.5:
+                event = {"type": "page_view", "url": f"/p/{rng.randrange(500)}"}
+            else:
+                sku = rng.randrange(2000)
+                event = {
+                    "type": "product_view",
+                    "sku": f"SKU-{sku}",
+                    "category": f"cat-{sku % 20}",
+                    "price": float(5 + sku % 100),
+                }
+            event.update(event_id=f"{args.tag}-b{i}", customer_id=customer, timestamp=_iso(due))
+        producer.produce(args.topic, orjson.dumps(event), customer.encode())
+    producer.flush(30)
+    sys.stdout.flush()
+    return 0
+
+
+# ---------------------------------------------------------------- receiving end
+
+
+class Arrivals:
+    """When each probe's trigger record and webhook arrived (wall clock)."""
+
+    def __init__(self) -> None:
+        self.webhook: dict[str, float] = {}
+        self.trigger: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+
+def webhook_server(arrivals: Arrivals) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            at = time.time()
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(204)
+            self.end_headers()
+            try:
+                customer = orjson.loads(body)["data"]["customer_id"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                return
+            with arrivals.lock:
+                arrivals.webhook.setdefault(customer, at)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def watch_triggers(settings: Settings, arrivals: Arrivals, stop: threading.Event) -> None:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka,
+            "group.id": f"{settings.topic_prefix}.bench-watch",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": "false",
+        }
+    )
+    consumer.subscribe([settings.triggers_topic])
+    while not stop.is_set():
+        msg = consumer.poll(0.1)
+        if msg is None or msg.error() is not None:
+            continue
+        at = time.time()
+        key = (msg.key() or b"").decode()
+        with arrivals.lock:
+            arrivals.trigger.setdefault(key, at)
+    consumer.close()
+
+
+# ---------------------------------------------------------------- one configuration
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def run_one(
+    connectors: str, rate: int, args: argparse.Namespace, rules_dir: Path, logs: Path
+) -> dict[str, Any]:
+    arrivals = Arrivals()
+    server = webhook_server(arrivals)
+    settings = bench_settings(
+        partitions=args.partitions,
+        rules_dir=str(rules_dir),
+        kafka_connectors=connectors,
+        dispatch_channel="routed",
+        webhook_url=f"http://127.0.0.1:{server.server_address[1]}/hook",
+        webhook_secret=WEBHOOK_SECRET,
+        event_lateness_s=args.lateness,
+        start_from="earliest",
+    )
+    name = f"{connectors}-{rate}"
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_triggers, args=(settings, arrivals, stop), daemon=True)
+    watcher.start()
+    flow = start(settings, "run", "--no-recovery", log=logs / f"latency-{name}-run.log")
+    dispatcher = start(settings, "dispatch", log=logs / f"latency-{name}-dispatch.log")
+    try:
+        _warm_up(settings, arrivals, flow, dispatcher)
+        idle = _idle_cpu(flow.pid, args.idle_seconds)
+        tag = f"{settings.topic_prefix}r{rate}"
+        begin = time.time() + 1.0
+        gen = subprocess.run(
+            [
+                sys.executable, "-m", "benchmarks.latency", "_generate",
+                "--kafka", settings.kafka, "--topic", settings.events_topic,
+                "--rate", str(rate), "--seconds", str(args.seconds),
+                "--probe-rate", str(args.probe_rate), "--start", repr(begin),
+                "--tag", tag, "--pool", str(args.pool),
+                *(["--delayed"] if args.delayed else []),
+            ],
+            capture_output=True, check=True, text=True,
+        )  # fmt: skip
+        probes = [json.loads(line) for line in gen.stdout.splitlines() if line.startswith("[")]
+        sent_late = time.time() - (begin + args.seconds)
+        deadline = time.time() + 15 + DELAY_S + args.lateness
+        while time.time() < deadline:
+            with arrivals.lock:
+                if all(p[0] in arrivals.webhook for p in probes):
+                    break
+            time.sleep(0.2)
+        return _summary(connectors, rate, probes, arrivals, idle, sent_late, args)
+    finally:
+        stop.set()
+        for proc in (dispatcher, flow):
+            proc.send_signal(signal.SIGTERM)
+        for proc in (dispatcher, flow):
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        server.shutdown()
+
+
+def _warm_up(settings: Settings, arrivals: Arrivals, *procs: subprocess.Popen[bytes]) -> None:
+    """Until one probe goes all the way through (the flow and dispatcher are up)."""
+    producer = Producer({"bootstrap.servers": settings.kafka})
+    deadline = time.time() + 90
+    k = 0
+    while time.time() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"a benchmark process exited with {proc.returncode}")
+        customer = f"warm-{k}"
+        event = {
+            "type": "order_placed",
+            "event_id": f"warm-{settings.topic_prefix}-{k}",
+            "customer_id": customer,
+            "timestamp": _iso(time.time()),
+            "order_id": f"warm-{k}",
+            "total": 300.0,
+            "items": [{"sku": "SKU-WARM", "price": 300.0}],
+        }
+        producer.produce(settings.events_topic, orjson.dumps(event), customer.encode())
+        producer.flush(5)
+        k += 1
+        for _ in range(20):
+            time.sleep(0.1)
+            with arrivals.lock:
+                if any(c.startswith("warm-") for c in arrivals.webhook):
+                    time.sleep(2.0)  # let the start-up settle
+                    return
+    raise RuntimeError("no warm-up webhook within 90 s: see the logs in .cache/bench")
+
+
+def _idle_cpu(pid: int, seconds: float) -> float:
+    """Share of one core the flow used while no event arrived."""
+    before, t0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - before) / (time.monotonic() - t0)
+
+
+def _summary(
+    connectors: str,
+    rate: int,
+    probes: list[list[Any]],
+    arrivals: Arrivals,
+    idle: float,
+    sent_late: float,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    total, flow_hop, dispatch_hop, late = [], [], [], []
+    missing = 0
+    with arrivals.lock:
+        for customer, due, kind in probes:
+            hook = arrivals.webhook.get(customer)
+            trig = arrivals.trigger.get(customer)
+            if hook is None:
+                missing += 1
+                continue
+            if kind == "cart":
+                late.append((hook - (due + DELAY_S)) * 1000)
+                continue
+            total.append((hook - due) * 1000)
+            if trig is not None:
+                flow_hop.append((trig - due) * 1000)
+                dispatch_hop.append((hook - trig) * 1000)
+    for values in (total, flow_hop, dispatch_hop, late):
+        values.sort()
+
+    def q(values: list[float]) -> dict[str, float]:
+        return {
+            "p50": percentile(values, 0.5),
+            "p99": percentile(values, 0.99),
+            "p999": percentile(values, 0.999),
+            "max": values[-1] if values else float("nan"),
+        }
+
+    return {
+        "connectors": connectors,
+        "rate": rate,
+        "seconds": args.seconds,
+        "probes": len(probes),
+        "missing": missing,
+        "event_to_webhook_ms": q(total),
+        "event_to_trigger_ms": q(flow_hop),
+        "trigger_to_webhook_ms": q(dispatch_hop),
+        "delayed_late_ms": q(late),
+        "idle_cpu_core_share": idle,
+        "generator_behind_s": sent_late,
+    }
+
+
+# ---------------------------------------------------------------- main
+
+
+def bench_rules(path: Path, delayed: bool) -> Path:
+    rules_without_triggers(path)
+    (path / "bench_order_sync.yaml").write_text(ORDER_RULE)
+    if delayed:
+        (path / "bench_cart_reminder.yaml").write_text(DELAYED_RULE)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_generate":
+        g = argparse.ArgumentParser()
+        for flag, kind in (
+            ("--kafka", str), ("--topic", str), ("--rate", float), ("--seconds", float),
+            ("--probe-rate", float), ("--start", float), ("--tag", str), ("--pool", int),
+        ):  # fmt: skip
+            g.add_argument(flag, type=kind, required=True)
+        g.add_argument("--delayed", action="store_true")
+        return generate(g.parse_args(argv[1:]))
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--connectors", default="stock,own", help="comma-separated: stock, own")
+    parser.add_argument("--rates", default="1000,5000", help="events/s, comma-separated")
+    parser.add_argument("--seconds", type=float, default=30.0, help="load per configuration")
+    parser.add_argument("--probe-rate", type=float, default=50.0, help="probes per second")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--pool", type=int, default=20000, help="background shoppers")
+    parser.add_argument(
+        "--lateness",
+        type=float,
+        default=0.0,
+        help="event_lateness_s for the flow: delayed rules fire this much after due by design",
+    )
+    parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--no-delayed", dest="delayed", action="store_false", help="skip the delayed-rule probes"
+    )
+    args = parser.parse_args(argv)
+
+    logs = Path(load_settings().cache_dir) / "bench"
+    rules_dir = bench_rules(Path(tempfile.mkdtemp(prefix="pulse-latency-rules-")), args.delayed)
+    results = []
+    for rate in (int(r) for r in args.rates.split(",") if r):
+        for connectors in (c.strip() for c in args.connectors.split(",") if c.strip()):
+            print(
+                f"{connectors} connectors, {rate:,} events/s for {args.seconds:g} s ...", flush=True
+            )
+            result = run_one(connectors, rate, args, rules_dir, logs)
+            results.append(result)
+            e2e = result["event_to_webhook_ms"]
+            print(
+                f"  event to webhook p50 {e2e['p50']:.1f} ms, p99 {e2e['p99']:.1f} ms, "
+                f"p99.9 {e2e['p999']:.1f} ms; idle CPU {result['idle_cpu_core_share']:.1%} "
+                f"of a core; {result['missing']} probe(s) missing",
+                flush=True,
+            )
+
+    rows = []
+    for r in results:
+        e2e, hop1, hop2, late = (
+            r["event_to_webhook_ms"],
+            r["event_to_trigger_ms"],
+            r["trigger_to_webhook_ms"],
+            r["delayed_late_ms"],
+        )
+        rows.append(
+            [
+                r["connectors"], r["rate"], r["probes"] - r["missing"],
+                e2e["p50"], e2e["p99"], e2e["p999"],
+                hop1["p50"], hop1["p99"], hop2["p50"], hop2["p99"],
+                late["p99"], f"{r['idle_cpu_core_share']:.1%}",
+            ]
+        )  # fmt: skip
+    print_table(
+        f"event produced -> webhook received (ms), {args.partitions} partitions, one process "
+        f"each (flow, dispatcher, load), delayed rules with event_lateness_s={args.lateness:g}",
+        [
+            "connectors", "events/s", "probes",
+            "p50", "p99", "p99.9",
+            "flow p50", "flow p99", "dispatch p50", "dispatch p99",
+            "delayed late p99", "idle CPU",
+        ],
+        rows,
+    )  # fmt: skip
+    _ratios(results)
+    path = write_json(
+        "latency",
+        {
+            "benchmark": "latency",
+            "partitions": args.partitions,
+            "probe_rate": args.probe_rate,
+            "event_lateness_s": args.lateness,
+            "results": results,
+        },
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+def _ratios(results: list[dict[str, Any]]) -> None:
+    by = {(r["connectors"], r["rate"]): r for r in results}
+    lines = []
+    for (connectors, rate), r in sorted(by.items()):
+        stock = by.get(("stock", rate))
+        if connectors == "own" and stock is not None:
+            ratio = stock["event_to_webhook_ms"]["p99"] / r["event_to_webhook_ms"]["p99"]
+            lines.append(f"  {rate:,} events/s: p99 stock/own = {ratio:.2f}")
+    if lines:
+        print("\nside by side (same run):")
+        print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
