@@ -329,6 +329,7 @@ def _summary(
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     total, flow_hop, dispatch_hop, late = [], [], [], []
+    timeline: list[tuple[float, str, float]] = []  # (s after the first probe, kind, ms)
     missing = 0
     with arrivals.lock:
         for customer, due, kind in probes:
@@ -339,7 +340,9 @@ def _summary(
                 continue
             if kind == "cart":
                 late.append((hook - (due + DELAY_S)) * 1000)
+                timeline.append((round(due - probes[0][1], 3), "late", round(late[-1], 2)))
                 continue
+            timeline.append((round(due - probes[0][1], 3), "total", round((hook - due) * 1000, 2)))
             total.append((hook - due) * 1000)
             if trig is not None:
                 flow_hop.append((trig - due) * 1000)
@@ -367,6 +370,7 @@ def _summary(
         "delayed_late_ms": q(late),
         "idle_cpu_core_share": idle,
         "generator_behind_s": sent_late,
+        "timeline": timeline,
     }
 
 

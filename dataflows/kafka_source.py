@@ -36,7 +36,7 @@ from datetime import datetime
 
 from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Message, TopicPartition
 from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka.admin import AdminClient
 
@@ -177,7 +177,10 @@ class PulseKafkaPartition(StatefulSourcePartition[SourceItem, int | None]):
         self._key = (topic, partition)
         self.topic = topic
         self.partition = partition
-        self._next_offset = start  # symbolic (negative) until a message is returned
+        self._start = start
+        self._tp = TopicPartition(topic, partition)
+        self._end_at_poll = -1
+        self._next_offset = start  # symbolic (negative) until known, see position()
         self._hot_s = hot_s
         self._idle_wait_s = idle_wait_s
         self._wakeups = wakeups
@@ -190,6 +193,7 @@ class PulseKafkaPartition(StatefulSourcePartition[SourceItem, int | None]):
         # after (kafka_io.py) is read to what librdkafka knows of its end.
         hub.poll(0.0 if hub.queues[self._key] else self._wait_s())
         messages = hub.take(self._key)
+        self._end_at_poll = int(hub.consumer.get_watermark_offsets(self._tp, cached=True)[1])
         if not messages:
             return []
         self._next_offset = messages[-1].offset() + 1  # type: ignore[operator]
@@ -215,20 +219,40 @@ class PulseKafkaPartition(StatefulSourcePartition[SourceItem, int | None]):
         return None
 
     def snapshot(self) -> int | None:
+        self.position()  # a concrete offset once one is known
         return self._next_offset
 
     def position(self) -> int:
-        """The offset read next (the consumer's, before anything was returned)."""
+        """The offset read next; negative while not known yet.
+
+        Before anything was returned, a partition that started at its
+        beginning (or end) stands at the log's start (or end) as its last
+        fetch reported it: a partition nobody writes to then counts as read
+        to its end, which the stream clock waits for. (Resolving the start
+        at build time would cost a broker round trip per partition there,
+        and skew the epochs of the flow's input steps by as much.)
+        """
         if self._next_offset >= 0:
             return self._next_offset
-        tp = TopicPartition(self.topic, self.partition)
-        return int(self._hub.consumer.position([tp])[0].offset)
+        if self._hub.queues[self._key]:
+            return -1  # fetched, not returned yet: the first offset is not ours to claim
+        low, high = self._hub.consumer.get_watermark_offsets(self._tp, cached=True)
+        known = low if self._start == OFFSET_BEGINNING else high
+        if known >= 0 and self._start in (OFFSET_BEGINNING, OFFSET_END):
+            self._next_offset = int(known)
+        return self._next_offset
 
     def high_watermark(self) -> int:
-        """The end of the partition librdkafka last fetched (-1 before any fetch)."""
-        tp = TopicPartition(self.topic, self.partition)
-        _low, high = self._hub.consumer.get_watermark_offsets(tp, cached=True)
-        return int(high)
+        """The end of the partition as librdkafka knew it when this partition
+        last polled (-1 before any fetch).
+
+        The lag at a seal (kafka_io.py) is measured against this rather than
+        against a fetch answered after the poll: at a thousand events a
+        second one arrives every millisecond or so, and a partition that
+        returned everything it had would be reported behind at most seals,
+        holding the stream clock (and delayed rules) back by an epoch.
+        """
+        return self._end_at_poll
 
     def close(self) -> None:
         if self._hub.remove(*self._key):
