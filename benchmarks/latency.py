@@ -16,7 +16,9 @@ rule waits two seconds, to see how late delayed rules fire after they are due.
 Probes are timed at three points: scheduled, trigger record seen on
 ``<prefix>.triggers`` (a consumer in this process), webhook request received.
 So the budget splits into the flow's hop (event to trigger record, Kafka
-both ways included) and the dispatcher's (trigger record to webhook).
+both ways included) and the dispatcher's (trigger record to webhook); a copy
+of each probe sent to a topic only this benchmark reads gives Kafka's own
+share (produce to consume, one way) under the same load.
 
 Each configuration (connectors, rate) runs on fresh topics, and the flow's
 CPU is sampled while it is idle before the load starts.
@@ -43,6 +45,7 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from benchmarks.common import (
     bench_settings,
@@ -138,8 +141,10 @@ def generate(args: argparse.Namespace) -> int:
                     "total": 300.0,
                     "items": [{"sku": "SKU-PROBE", "price": 300.0}],
                 }
-            # The probe's schedule travels with it, for the receiving end.
+            # The probe's schedule travels with it, for the receiving end; a
+            # copy goes to a topic only this benchmark reads: Kafka's own share.
             print(json.dumps([customer, due, "cart" if delayed else "order"]), flush=False)
+            producer.produce(args.mirror, b"", customer.encode())
         else:
             customer = rng.choice(pool)
             if rng.random() < 0.5:
@@ -168,6 +173,7 @@ class Arrivals:
     def __init__(self) -> None:
         self.webhook: dict[str, float] = {}
         self.trigger: dict[str, float] = {}
+        self.mirror: dict[str, float] = {}
         self.lock = threading.Lock()
 
 
@@ -193,7 +199,9 @@ def webhook_server(arrivals: Arrivals) -> ThreadingHTTPServer:
     return server
 
 
-def watch_triggers(settings: Settings, arrivals: Arrivals, stop: threading.Event) -> None:
+def watch_triggers(
+    settings: Settings, mirror: str, arrivals: Arrivals, stop: threading.Event
+) -> None:
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka,
@@ -202,15 +210,16 @@ def watch_triggers(settings: Settings, arrivals: Arrivals, stop: threading.Event
             "enable.auto.commit": "false",
         }
     )
-    consumer.subscribe([settings.triggers_topic])
+    consumer.subscribe([settings.triggers_topic, mirror])
     while not stop.is_set():
         msg = consumer.poll(0.1)
         if msg is None or msg.error() is not None:
             continue
         at = time.time()
         key = (msg.key() or b"").decode()
+        seen = arrivals.mirror if msg.topic() == mirror else arrivals.trigger
         with arrivals.lock:
-            arrivals.trigger.setdefault(key, at)
+            seen.setdefault(key, at)
     consumer.close()
 
 
@@ -239,8 +248,13 @@ def run_one(
         start_from="earliest",
     )
     name = f"{connectors}-{rate}"
+    mirror = f"{settings.topic_prefix}.bench-mirror"
+    admin = AdminClient({"bootstrap.servers": settings.kafka})
+    admin.create_topics([NewTopic(mirror, num_partitions=1, replication_factor=1)])[mirror].result()
     stop = threading.Event()
-    watcher = threading.Thread(target=watch_triggers, args=(settings, arrivals, stop), daemon=True)
+    watcher = threading.Thread(
+        target=watch_triggers, args=(settings, mirror, arrivals, stop), daemon=True
+    )
     watcher.start()
     flow = start(settings, "run", "--no-recovery", log=logs / f"latency-{name}-run.log")
     dispatcher = start(settings, "dispatch", log=logs / f"latency-{name}-dispatch.log")
@@ -255,7 +269,7 @@ def run_one(
                 "--kafka", settings.kafka, "--topic", settings.events_topic,
                 "--rate", str(rate), "--seconds", str(args.seconds),
                 "--probe-rate", str(args.probe_rate), "--start", repr(begin),
-                "--tag", tag, "--pool", str(args.pool),
+                "--tag", tag, "--pool", str(args.pool), "--mirror", mirror,
                 *(["--delayed"] if args.delayed else []),
             ],
             capture_output=True, check=True, text=True,
@@ -328,7 +342,7 @@ def _summary(
     sent_late: float,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    total, flow_hop, dispatch_hop, late = [], [], [], []
+    total, flow_hop, dispatch_hop, late, kafka = [], [], [], [], []
     timeline: list[tuple[float, str, float]] = []  # (s after the first probe, kind, ms)
     missing = 0
     with arrivals.lock:
@@ -343,11 +357,13 @@ def _summary(
                 timeline.append((round(due - probes[0][1], 3), "late", round(late[-1], 2)))
                 continue
             timeline.append((round(due - probes[0][1], 3), "total", round((hook - due) * 1000, 2)))
+            if (mirrored := arrivals.mirror.get(customer)) is not None:
+                kafka.append((mirrored - due) * 1000)
             total.append((hook - due) * 1000)
             if trig is not None:
                 flow_hop.append((trig - due) * 1000)
                 dispatch_hop.append((hook - trig) * 1000)
-    for values in (total, flow_hop, dispatch_hop, late):
+    for values in (total, flow_hop, dispatch_hop, late, kafka):
         values.sort()
 
     def q(values: list[float]) -> dict[str, float]:
@@ -368,6 +384,7 @@ def _summary(
         "event_to_trigger_ms": q(flow_hop),
         "trigger_to_webhook_ms": q(dispatch_hop),
         "delayed_late_ms": q(late),
+        "kafka_alone_ms": q(kafka),
         "idle_cpu_core_share": idle,
         "generator_behind_s": sent_late,
         "timeline": timeline,
@@ -392,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         for flag, kind in (
             ("--kafka", str), ("--topic", str), ("--rate", float), ("--seconds", float),
             ("--probe-rate", float), ("--start", float), ("--tag", str), ("--pool", int),
+            ("--mirror", str),
         ):  # fmt: skip
             g.add_argument(flag, type=kind, required=True)
         g.add_argument("--delayed", action="store_true")
@@ -438,16 +456,17 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for r in results:
-        e2e, hop1, hop2, late = (
+        e2e, hop1, hop2, late, kafka = (
             r["event_to_webhook_ms"],
             r["event_to_trigger_ms"],
             r["trigger_to_webhook_ms"],
             r["delayed_late_ms"],
+            r["kafka_alone_ms"],
         )
         rows.append(
             [
                 r["connectors"], r["rate"], r["probes"] - r["missing"],
-                e2e["p50"], e2e["p99"], e2e["p999"],
+                e2e["p50"], e2e["p99"], e2e["p999"], kafka["p50"], kafka["p99"],
                 hop1["p50"], hop1["p99"], hop2["p50"], hop2["p99"],
                 late["p99"], f"{r['idle_cpu_core_share']:.1%}",
             ]
@@ -457,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         f"each (flow, dispatcher, load), delayed rules with event_lateness_s={args.lateness:g}",
         [
             "connectors", "events/s", "probes",
-            "p50", "p99", "p99.9",
+            "p50", "p99", "p99.9", "kafka p50", "kafka p99",
             "flow p50", "flow p99", "dispatch p50", "dispatch p99",
             "delayed late p99", "idle CPU",
         ],
