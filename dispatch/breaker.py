@@ -6,6 +6,12 @@ time left, so the dispatcher spends its attempts on endpoints that answer.
 Then one trial send is let through (half-open): success closes the circuit,
 failure opens it for another ``reset_s``. Only retriable failures count: a
 400 says the endpoint is up and refuses this one message.
+
+Many threads send through one breaker. A send asks ``wait_s()`` and then
+``record()``s its result on the same thread, so the breaker knows which
+thread holds the half-open trial: a send that was already under way when the
+circuit opened, answering late, neither ends the trial nor lets a second one
+through.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ class CircuitBreaker:
         self._clock = clock
         self._in_a_row = 0
         self._open_until: float | None = None
-        self._trial = False  # a half-open trial is in flight
+        self._trial: int | None = None  # the thread sending the half-open trial
         self._lock = threading.Lock()
 
     @property
@@ -48,16 +54,17 @@ class CircuitBreaker:
             left = self._open_until - self._clock()
             if left > 0:
                 return left
-            if self._trial:
+            if self._trial is not None:
                 return self.reset_s  # one trial at a time
-            self._trial = True
+            self._trial = threading.get_ident()
             return 0.0
 
     def record(self, ok: bool) -> None:
         """The result of a send that was let through; ``ok`` False only for
         retriable failures."""
         with self._lock:
-            self._trial = False
+            if self._trial == threading.get_ident():
+                self._trial = None
             if ok:
                 self._in_a_row, self._open_until = 0, None
                 return

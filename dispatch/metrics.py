@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -59,6 +59,13 @@ class DispatchMetrics:
             "From the dispatcher reading a trigger to its outcome, retries included",
             ["channel"],
             buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "pulse_dispatch_in_flight",
+            "Triggers read and not finished: sending (an attempt under way) or waiting (for "
+            "a thread, a retry, another dispatcher's lease or the customer's previous trigger)",
+            ["state"],
             registry=self.registry,
         )
 

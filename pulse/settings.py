@@ -118,6 +118,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # before each retry by its backoff): after a crash, the trigger is sent again once it
     # runs out; longer than any single attempt.
     dispatch_lease_s: float = 30.0
+    # Sends under way at once in one dispatcher (each on its own thread and
+    # HTTP connection, hence at most 100); a customer's triggers still go one
+    # after the other, in the order read.
+    dispatch_concurrency: int = 32
     # Prometheus metrics of each dispatcher on this port (0: none), at api_host.
     dispatch_metrics_port: int = 0
     # E-mail over SMTP (the email channel is on when smtp_host is set).
@@ -236,6 +240,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             )
         if self.link_secret is not None and len(self.link_secret) < 16:
             raise SettingsError("link_secret: at least 16 characters")
+        if not 1 <= self.dispatch_concurrency <= 100:
+            raise SettingsError(
+                f"dispatch_concurrency: must be from 1 to 100, got {self.dispatch_concurrency}"
+            )
         if not 0 <= self.dispatch_metrics_port <= 65535:
             raise SettingsError("dispatch_metrics_port: must be 0 (off) or a TCP port")
         if self.dispatch_backoff_max_s < self.dispatch_backoff_s:

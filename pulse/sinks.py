@@ -22,7 +22,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NamedTuple, Self
@@ -36,13 +36,20 @@ class _Quiet(BaseHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    # A dispatcher opens dozens of connections at once; socketserver's backlog
+    # of 5 would drop the rest, to be tried again after a second (TCP's SYN
+    # retransmission), past their timeouts.
+    request_queue_size = 128
+
+
 class _LoopbackServer:
     """A threaded HTTP server on a free loopback port, for the receivers below."""
 
     path = ""
 
     def _listen(self, handler: type[BaseHTTPRequestHandler]) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = _Server(("127.0.0.1", 0), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
@@ -62,10 +69,14 @@ class _LoopbackServer:
 class WebhookReceiver(_LoopbackServer):
     """An HTTP endpoint that verifies every request with the Standard Webhooks
     reference library (not Pulse's code) and answers with ``statuses`` in turn,
-    then 200. ``accepted`` counts 2xx answers per ``webhook-id``."""
+    then 200. ``accepted`` counts 2xx answers per ``webhook-id``. Each answer
+    takes ``delay_s`` (seconds, or a function giving them per request)."""
 
     def __init__(
-        self, secret: str, statuses: list[int] | None = None, delay_s: float = 0.0
+        self,
+        secret: str,
+        statuses: list[int] | None = None,
+        delay_s: float | Callable[[], float] = 0.0,
     ) -> None:
         self.secret = secret
         self.delay_s = delay_s
@@ -78,10 +89,14 @@ class WebhookReceiver(_LoopbackServer):
 
         class Handler(_Quiet):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                length = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(length)
+                if len(body) < length:
+                    return  # cut short: the sender died mid-request, nobody to answer
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                if receiver.delay_s:
-                    time.sleep(receiver.delay_s)  # a receiver that takes its time
+                delay = receiver.delay_s() if callable(receiver.delay_s) else receiver.delay_s
+                if delay:
+                    time.sleep(delay)  # a receiver that takes its time
                 status = receiver._answer(self.path, headers, body)
                 self.send_response(status)
                 self.send_header("content-length", "2")

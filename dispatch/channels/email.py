@@ -96,7 +96,10 @@ class EmailChannel:
         return Outcome("sent", f"email: accepted by {self._host}")
 
     def close(self) -> None:
-        pass  # one connection per message; the Redis client is the dispatcher's
+        # One connection per message, so the dispatcher's threads share no
+        # SMTP session (smtplib's are not thread-safe); the Redis client is the
+        # dispatcher's.
+        pass
 
 
 def _replies(replies: dict[str, tuple[int, bytes]]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from typing import TextIO
 
 import orjson
@@ -18,6 +19,7 @@ class LogChannel:
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream or sys.stdout
+        self._lock = threading.Lock()  # one line at a time from the dispatcher's threads
 
     def send(self, message: Message) -> Outcome:
         line = orjson.dumps(
@@ -31,8 +33,9 @@ class LogChannel:
                 "payload": message.payload,
             }
         ).decode()
-        self._stream.write(line + "\n")
-        self._stream.flush()
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
         return Outcome("sent")
 
     def close(self) -> None:

@@ -47,8 +47,11 @@ class WebhookChannel:
         self._breakers = {
             name: CircuitBreaker(breaker_failures, breaker_reset_s) for name in self.endpoints
         }
+        # One client for all the dispatcher's threads (httpx.Client is
+        # thread-safe), with a connection for each of them (dispatch_concurrency
+        # is at most 100): a send never waits for another's connection.
         self._client = client or httpx.Client(
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
             follow_redirects=False,
         )
 

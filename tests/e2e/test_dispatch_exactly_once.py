@@ -4,8 +4,9 @@ dispatchers sharing the load, counted by the receiving server itself.
 The receiver (pulse/sinks.py) verifies every request's Standard Webhooks
 signature with the reference library and counts accepted requests per
 ``webhook-id``. Exactly once is what a receiver that honours the idempotency
-key sees: every trigger arrives, and a repeat can only be the one message that
-was in flight at the kill, with the same ``webhook-id``.
+key sees: every trigger arrives, and a repeat can only be one of the messages
+that were in flight at the kill (at most ``dispatch_concurrency`` of them),
+with the same ``webhook-id``.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def routed(settings: Settings, url: str) -> Settings:
     )
 
 
-def test_a_dispatcher_killed_mid_stream_loses_nothing_and_repeats_at_most_the_one_in_flight(
+def test_a_dispatcher_killed_mid_stream_loses_nothing_and_repeats_at_most_those_in_flight(
     pulse_settings: Settings, tmp_path: Path
 ) -> None:
     expected = {f"trig-{i:04d}" for i in range(N)}
@@ -84,7 +85,10 @@ def test_a_dispatcher_killed_mid_stream_loses_nothing_and_repeats_at_most_the_on
         assert receiver.bad_signatures == 0
     assert set(receiver.accepted) == expected
     assert sum(receiver.accepted.values()) - N == sum(v - 1 for v in repeats.values())
-    assert len(repeats) <= 1 and all(v == 2 for v in repeats.values()), repeats
+    # The receiver counts a request that arrived before the kill even though
+    # its answer found nobody: each send under way then is sent again.
+    assert len(repeats) <= settings.dispatch_concurrency, repeats
+    assert all(v == 2 for v in repeats.values()), repeats
 
 
 def test_two_dispatchers_share_the_triggers_and_deliver_each_once(
@@ -92,7 +96,9 @@ def test_two_dispatchers_share_the_triggers_and_deliver_each_once(
 ) -> None:
     n = 2 * N  # enough work that the second joins well before the end
     expected = {f"trig-{i:04d}" for i in range(n)}
-    with WebhookReceiver(SECRET, delay_s=0.02) as receiver:
+    # Answers slow enough that one dispatcher's concurrent sends take seconds,
+    # and many are under way when the group rebalances.
+    with WebhookReceiver(SECRET, delay_s=0.2) as receiver:
         settings = routed(pulse_settings, receiver.url)
         produce(settings, settings.triggers_topic, triggers(n))
         procs = [PulseProcess(settings, tmp_path, "dispatcher-a", "dispatch")]

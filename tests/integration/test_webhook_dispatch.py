@@ -36,16 +36,18 @@ from tests.helpers import consume, produce, value_of, wait_for
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
-def trigger(n: int, channel: str = "webhook") -> Trigger:
+def trigger(
+    n: int, channel: str = "webhook", customer: str | None = None, template: str = "tier-upgrade"
+) -> Trigger:
     return Trigger(
         trigger_id=f"trig-{n}",
         rule_id="tier_upgrade",
-        customer_id=f"c-{n}",
+        customer_id=customer or f"c-{n}",
         origin_event_id=f"e-{n}",
         entry=1,
         fired_at=time.time(),
         channel=channel,
-        template="tier-upgrade",
+        template=template,
         category="transactional",
         priority=60,
         deadline=time.time() + 3600,
