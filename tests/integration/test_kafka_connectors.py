@@ -12,11 +12,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from bytewax.connectors.kafka import KafkaSinkMessage
+from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
 from confluent_kafka import OFFSET_BEGINNING
 
 from dataflows.kafka_sink import DeliveryFailed, PulseKafkaSink
-from dataflows.kafka_source import HUBS, PulseKafkaPartition, PulseKafkaSource
+from dataflows.kafka_source import HUBS, PulseKafkaPartition, PulseKafkaSource, SourceItem
 from dataflows.stream_clock import Wakeups
 from pulse.settings import Settings
 from tests.helpers import consume, produce
@@ -26,7 +26,9 @@ def _read(part: PulseKafkaPartition, want: int, timeout_s: float = 20.0) -> list
     offsets: list[int] = []
     deadline = time.monotonic() + timeout_s
     while len(offsets) < want and time.monotonic() < deadline:
-        offsets.extend(m.offset for m in part.next_batch())  # type: ignore[union-attr]
+        for item in part.next_batch():
+            assert isinstance(item, KafkaSourceMessage) and item.offset is not None
+            offsets.append(item.offset)
         time.sleep(0.001)
     return offsets
 
@@ -65,7 +67,7 @@ def test_snapshot_counts_only_what_was_returned(pulse_settings: Settings) -> Non
     )
     parts = [source.build_part("step", name, None) for name in source.list_parts()]
     try:
-        first: list[object] = []
+        first: list[SourceItem] = []
         deadline = time.monotonic() + 20
         while not first and time.monotonic() < deadline:
             for loaded in parts:
