@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -233,7 +234,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 def run_one(
-    connectors: str, rate: int, args: argparse.Namespace, rules_dir: Path, logs: Path
+    connectors: str,
+    rate: int,
+    recovery: bool,
+    args: argparse.Namespace,
+    rules_dir: Path,
+    logs: Path,
 ) -> dict[str, Any]:
     arrivals = Arrivals()
     server = webhook_server(arrivals)
@@ -245,9 +251,10 @@ def run_one(
         webhook_url=f"http://127.0.0.1:{server.server_address[1]}/hook",
         webhook_secret=WEBHOOK_SECRET,
         event_lateness_s=args.lateness,
+        snapshot_interval_s=args.snapshot_interval,
         start_from="earliest",
     )
-    name = f"{connectors}-{rate}"
+    name = f"{connectors}-{rate}-{'recovery' if recovery else 'norecovery'}"
     mirror = f"{settings.topic_prefix}.bench-mirror"
     admin = AdminClient({"bootstrap.servers": settings.kafka})
     admin.create_topics([NewTopic(mirror, num_partitions=1, replication_factor=1)])[mirror].result()
@@ -256,7 +263,8 @@ def run_one(
         target=watch_triggers, args=(settings, mirror, arrivals, stop), daemon=True
     )
     watcher.start()
-    flow = start(settings, "run", "--no-recovery", log=logs / f"latency-{name}-run.log")
+    run_args = ["run"] if recovery else ["run", "--no-recovery"]
+    flow = start(settings, *run_args, log=logs / f"latency-{name}-run.log")
     dispatcher = start(settings, "dispatch", log=logs / f"latency-{name}-dispatch.log")
     try:
         _warm_up(settings, arrivals, flow, dispatcher)
@@ -282,7 +290,8 @@ def run_one(
                 if all(p[0] in arrivals.webhook for p in probes):
                     break
             time.sleep(0.2)
-        return _summary(connectors, rate, probes, arrivals, idle, sent_late, args)
+        summary = _summary(connectors, rate, probes, arrivals, idle, sent_late, args)
+        return {**summary, "recovery": recovery}
     finally:
         stop.set()
         for proc in (dispatcher, flow):
@@ -293,6 +302,7 @@ def run_one(
             except subprocess.TimeoutExpired:
                 proc.kill()
         server.shutdown()
+        shutil.rmtree(settings.effective_recovery_dir, ignore_errors=True)
 
 
 def _warm_up(settings: Settings, arrivals: Arrivals, *procs: subprocess.Popen[bytes]) -> None:
@@ -345,6 +355,7 @@ def _summary(
     total, flow_hop, dispatch_hop, late, kafka = [], [], [], [], []
     timeline: list[tuple[float, str, float]] = []  # (s after the first probe, kind, ms)
     missing = 0
+    skip_until = probes[0][1] + args.skip_s if probes else 0.0
     with arrivals.lock:
         for customer, due, kind in probes:
             hook = arrivals.webhook.get(customer)
@@ -352,6 +363,8 @@ def _summary(
             if hook is None:
                 missing += 1
                 continue
+            if due < skip_until:
+                continue  # the ramp: measured, not counted (--skip-s)
             if kind == "cart":
                 late.append((hook - (due + DELAY_S)) * 1000)
                 timeline.append((round(due - probes[0][1], 3), "late", round(late[-1], 2)))
@@ -378,6 +391,8 @@ def _summary(
         "connectors": connectors,
         "rate": rate,
         "seconds": args.seconds,
+        "skipped_s": args.skip_s,
+        "snapshot_interval_s": args.snapshot_interval,
         "probes": len(probes),
         "missing": missing,
         "event_to_webhook_ms": q(total),
@@ -423,6 +438,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="load per configuration")
     parser.add_argument("--probe-rate", type=float, default=50.0, help="probes per second")
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument(
+        "--snapshot-interval",
+        type=float,
+        default=load_settings().snapshot_interval_s,
+        help="the flow's snapshot_interval_s (default: the configured one); every epoch "
+        "end holds the input while the state changed in the epoch is snapshotted",
+    )
     parser.add_argument("--pool", type=int, default=20000, help="background shoppers")
     parser.add_argument(
         "--lateness",
@@ -432,6 +454,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument(
+        "--recovery",
+        choices=["both", "on", "off"],
+        default="both",
+        help="the flow with recovery snapshots (as in production), without, or both "
+        "side by side (default): each epoch end holds the input while the state changed "
+        "in the epoch is written",
+    )
+    parser.add_argument(
+        "--skip-s",
+        type=float,
+        default=2.0,
+        help="probes of the first seconds of each load are not counted (the ramp: "
+        "a stream of new shoppers, cold caches); they must still arrive",
+    )
+    parser.add_argument(
         "--no-delayed", dest="delayed", action="store_false", help="skip the delayed-rule probes"
     )
     args = parser.parse_args(argv)
@@ -439,20 +476,28 @@ def main(argv: list[str] | None = None) -> int:
     logs = Path(load_settings().cache_dir) / "bench"
     rules_dir = bench_rules(Path(tempfile.mkdtemp(prefix="pulse-latency-rules-")), args.delayed)
     results = []
-    for rate in (int(r) for r in args.rates.split(",") if r):
-        for connectors in (c.strip() for c in args.connectors.split(",") if c.strip()):
-            print(
-                f"{connectors} connectors, {rate:,} events/s for {args.seconds:g} s ...", flush=True
-            )
-            result = run_one(connectors, rate, args, rules_dir, logs)
-            results.append(result)
-            e2e = result["event_to_webhook_ms"]
-            print(
-                f"  event to webhook p50 {e2e['p50']:.1f} ms, p99 {e2e['p99']:.1f} ms, "
-                f"p99.9 {e2e['p999']:.1f} ms; idle CPU {result['idle_cpu_core_share']:.1%} "
-                f"of a core; {result['missing']} probe(s) missing",
-                flush=True,
-            )
+    recoveries = {"both": [True, False], "on": [True], "off": [False]}[args.recovery]
+    configs = [
+        (rate, recovery, connectors)
+        for rate in (int(r) for r in args.rates.split(",") if r)
+        for recovery in recoveries
+        for connectors in (c.strip() for c in args.connectors.split(",") if c.strip())
+    ]
+    for n, (rate, recovery, connectors) in enumerate(configs, 1):
+        print(
+            f"[{n}/{len(configs)}] {connectors} connectors, {rate:,} events/s, recovery "
+            f"{'on' if recovery else 'off'}, {args.seconds:g} s of load ...",
+            flush=True,
+        )
+        result = run_one(connectors, rate, recovery, args, rules_dir, logs)
+        results.append(result)
+        e2e = result["event_to_webhook_ms"]
+        print(
+            f"  event to webhook p50 {e2e['p50']:.1f} ms, p99 {e2e['p99']:.1f} ms, "
+            f"p99.9 {e2e['p999']:.1f} ms; idle CPU {result['idle_cpu_core_share']:.1%} "
+            f"of a core; {result['missing']} probe(s) missing",
+            flush=True,
+        )
 
     rows = []
     for r in results:
@@ -465,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         rows.append(
             [
-                r["connectors"], r["rate"], r["probes"] - r["missing"],
+                r["connectors"], r["rate"], "on" if r["recovery"] else "off", len(total_of(r)),
                 e2e["p50"], e2e["p99"], e2e["p999"], kafka["p50"], kafka["p99"],
                 hop1["p50"], hop1["p99"], hop2["p50"], hop2["p99"],
                 late["p99"], f"{r['idle_cpu_core_share']:.1%}",
@@ -473,9 +518,11 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
     print_table(
         f"event produced -> webhook received (ms), {args.partitions} partitions, one process "
-        f"each (flow, dispatcher, load), delayed rules with event_lateness_s={args.lateness:g}",
+        f"each (flow, dispatcher, load), snapshots every {args.snapshot_interval:g} s, "
+        f"first {args.skip_s:g} s of each load not counted, "
+        f"delayed rules with event_lateness_s={args.lateness:g}",
         [
-            "connectors", "events/s", "probes",
+            "connectors", "events/s", "recovery", "counted",
             "p50", "p99", "p99.9", "kafka p50", "kafka p99",
             "flow p50", "flow p99", "dispatch p50", "dispatch p99",
             "delayed late p99", "idle CPU",
@@ -497,14 +544,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def total_of(result: dict[str, Any]) -> list[float]:
+    return [ms for _at, kind, ms in result["timeline"] if kind == "total"]
+
+
 def _ratios(results: list[dict[str, Any]]) -> None:
-    by = {(r["connectors"], r["rate"]): r for r in results}
+    by = {(r["connectors"], r["rate"], r["recovery"]): r for r in results}
     lines = []
-    for (connectors, rate), r in sorted(by.items()):
-        stock = by.get(("stock", rate))
+    for (connectors, rate, recovery), r in sorted(by.items()):
+        stock = by.get(("stock", rate, recovery))
         if connectors == "own" and stock is not None:
-            ratio = stock["event_to_webhook_ms"]["p99"] / r["event_to_webhook_ms"]["p99"]
-            lines.append(f"  {rate:,} events/s: p99 stock/own = {ratio:.2f}")
+            s, o = stock["event_to_webhook_ms"], r["event_to_webhook_ms"]
+            lines.append(
+                f"  {rate:,} events/s, recovery {'on' if recovery else 'off'}: stock/own "
+                f"p50 {s['p50'] / o['p50']:.2f}, p99 {s['p99'] / o['p99']:.2f}, idle CPU "
+                f"{stock['idle_cpu_core_share'] / max(r['idle_cpu_core_share'], 1e-9):.1f}"
+            )
     if lines:
         print("\nside by side (same run):")
         print("\n".join(lines))

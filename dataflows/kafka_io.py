@@ -209,7 +209,10 @@ def kafka_output(
 ) -> None:
     """Records to Kafka through the configured sink (``kafka_connectors``)."""
     if settings.kafka_connectors == "own":
-        config = {"bootstrap.servers": settings.kafka, **_PRODUCER_CONFIG}
+        # No linger: records leave at once, and while a request is in flight
+        # the next ones batch up by themselves (the flow does not wait on
+        # them, kafka_sink.py).
+        config = {"bootstrap.servers": settings.kafka, **_PRODUCER_CONFIG, "linger.ms": "0"}
         keyed = op.map(f"{step_id}_route", records, _route)
         op.output(step_id, keyed, PulseKafkaSink(config, layout.workers))
     else:
