@@ -113,9 +113,9 @@ class _Hub:
             self.buffered += 1
         self.last_data_at = time.monotonic()
 
-    def take(self, key: tuple[str, int]) -> list[Message]:
+    def take(self, key: tuple[str, int], limit: int | None = None) -> list[Message]:
         queue = self.queues[key]
-        n = min(len(queue), self.batch_size)
+        n = min(len(queue), self.batch_size if limit is None else limit)
         self.buffered -= n
         return [queue.popleft() for _ in range(n)]
 
@@ -193,11 +193,26 @@ class PulseKafkaPartition(StatefulSourcePartition[SourceItem, int | None]):
         # after (kafka_io.py) is read to what librdkafka knows of its end.
         hub.poll(0.0 if hub.queues[self._key] else self._wait_s())
         messages = hub.take(self._key)
-        self._end_at_poll = int(hub.consumer.get_watermark_offsets(self._tp, cached=True)[1])
-        if not messages:
-            return []
-        self._next_offset = messages[-1].offset() + 1  # type: ignore[operator]
+        if messages:
+            self._next_offset = messages[-1].offset() + 1  # type: ignore[operator]
+        end = self._end()
+        room = hub.batch_size - len(messages)
+        if end > self._next_offset >= 0 and not hub.queues[self._key] and room > 0:
+            # librdkafka raises a partition's known end before it queues the
+            # records of the same fetch: one more look takes those in, rather
+            # than report the partition behind at a seal for a few
+            # microseconds' difference (and hold delayed rules back an epoch).
+            hub.poll(0.0)
+            more = hub.take(self._key, room)
+            if more:
+                messages.extend(more)
+                self._next_offset = more[-1].offset() + 1  # type: ignore[operator]
+                end = self._end()
+        self._end_at_poll = end
         return [_item(m) for m in messages]
+
+    def _end(self) -> int:
+        return int(self._hub.consumer.get_watermark_offsets(self._tp, cached=True)[1])
 
     def _wait_s(self) -> float:
         """How long this call may block the worker (module docstring)."""
