@@ -240,6 +240,11 @@ def _update_profile(
         case ev.AddToCart(sku=sku, price=price, quantity=qty, category=category, name=name):
             if category:
                 _affinity(state, category, 3.0, ts)
+            if ts < state.last_order_at:
+                # Arrived after an order that followed it (another partition,
+                # an anonymous id's step): that order bought it, as a merge
+                # decides for a whole cart (engine/merge.py).
+                return
             line = state.cart.get(sku)
             if line is None:
                 state.cart[sku] = CartLine(sku, qty, price, category, name, ts)

@@ -185,6 +185,20 @@ def test_order_cancels_the_timer_and_empties_the_cart(engine: Engine) -> None:
     assert fired(engine.fire_due(state, T0 + 10 * DELAY)) == []
 
 
+def test_an_add_to_cart_arriving_after_the_order_that_followed_it_stays_bought(
+    engine: Engine,
+) -> None:
+    """Events reach a customer out of time order (from another partition, or
+    through an anonymous id's step): an add before the latest order was bought
+    by it, whichever came first, as a profile merge decides for a whole cart."""
+    in_order, _ = run(engine, [add("e1", T0), order("e2", T0 + 60)])
+    late, _ = run(engine, [order("e2", T0 + 60), add("e1", T0)])
+    assert late.cart == in_order.cart == {}
+    assert late.event_counts == in_order.event_counts
+    after, _ = run(engine, [order("e2", T0 + 60), add("e3", T0 + 120)])
+    assert list(after.cart) != []  # a later add is a new cart
+
+
 def test_cart_emptied_by_removal_does_not_fire(engine: Engine) -> None:
     state, _ = run(engine, [add("e1", T0, qty=2), remove("e2", T0 + 60, qty=2)])
     assert state.cart == {}
