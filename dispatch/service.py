@@ -205,8 +205,9 @@ class Dispatcher:
                     first = self.consumer.poll(0.05)
                     if first is not None:
                         self._accept(first)
-                        for record in self.consumer.consume(num_messages=room, timeout=0):
-                            self._accept(record)
+                        if room > 1:
+                            for record in self.consumer.consume(room - 1, timeout=0):
+                                self._accept(record)
                 self._collect()
                 if time.monotonic() - self._committed_at >= _COMMIT_EVERY_S:
                     self._commit()
