@@ -202,31 +202,62 @@ def main() -> int:
         help="alternate the modes this many times and keep each one's best run "
         "(the machine is shared: interference only ever slows a run down)",
     )
+    parser.add_argument(
+        "--connectors",
+        default="own",
+        help="the flow's Kafka connectors, comma-separated to compare side by side "
+        "in one run (stock,own)",
+    )
     args = parser.parse_args()
 
     logs = Path(load_settings().cache_dir) / "bench"
-    modes = (["off", "on"] if args.rules == "both" else [args.rules]) * args.rounds
+    connectors = [c.strip() for c in args.connectors.split(",") if c.strip()]
+    modes = [
+        (rules, conn)
+        for _ in range(args.rounds)
+        for rules in (["off", "on"] if args.rules == "both" else [args.rules])
+        for conn in connectors
+    ]
     rules_dirs = {
         "on": load_settings().rules_dir,
         "off": str(rules_without_triggers(logs / "no-rules")),
     }
     rows, results = [], []
     best: list[tuple[int, float, float]] = []
+    by_connectors: dict[tuple[int, str], float] = {}
     for customers in (int(c) for c in args.customers.split(",") if c):
         rates: dict[str, float] = {}
-        for mode in modes:
-            settings = bench_settings(partitions=1, rules_dir=rules_dirs[mode])
+        for mode, conn in modes:
+            settings = bench_settings(
+                partitions=1, rules_dir=rules_dirs[mode], kafka_connectors=conn
+            )
             n = produce(settings, synthetic_events(customers, args.events_per_customer))
-            print(f"{customers:,} customers, rules {mode}: produced {n:,} events", flush=True)
-            flow = measure_dataflow(settings, n, logs / f"profiles-{customers}-{mode}.log")
+            print(
+                f"{customers:,} customers, rules {mode}, {conn} connectors: produced {n:,} events",
+                flush=True,
+            )
+            log = logs / f"profiles-{customers}-{mode}-{conn}.log"
+            flow = measure_dataflow(settings, n, log)
             memory = redis_memory(settings)
-            rates[mode] = max(rates.get(mode, 0.0), flow["events_per_s"])
-            result = {"customers": customers, "rules": mode, "events": n, **flow, **memory}
+            if conn == connectors[-1]:
+                rates[mode] = max(rates.get(mode, 0.0), flow["events_per_s"])
+            if mode == "on" or args.rules != "both":
+                key = (customers, conn)
+                by_connectors[key] = max(by_connectors.get(key, 0.0), flow["events_per_s"])
+            result = {
+                "customers": customers,
+                "rules": mode,
+                "connectors": conn,
+                "events": n,
+                **flow,
+                **memory,
+            }
             results.append(result)
             rows.append(
                 [
                     customers,
                     mode,
+                    conn,
                     n,
                     flow["events_per_s"],
                     flow["seconds"],
@@ -248,9 +279,20 @@ def main() -> int:
     engine_on, top = engine_profile(sample, shipped)
     print_table(
         "profiles: one dataflow process, one worker, 1 partition, Redis on loopback",
-        ["customers", "rules", "events", "events/s", "seconds", "B/profile (mean)"],
+        ["customers", "rules", "connectors", "events", "events/s", "seconds", "B/profile (mean)"],
         rows,
     )
+    if len(connectors) > 1:
+        first, last = connectors[0], connectors[-1]
+        print_table(
+            f"{last} against {first} connectors, best of {args.rounds} round(s) each",
+            ["customers", f"{first} events/s", f"{last} events/s", f"{last}/{first}"],
+            [
+                [c, by_connectors[(c, first)], by_connectors[(c, last)],
+                 f"{by_connectors[(c, last)] / by_connectors[(c, first)]:.2f}"]
+                for c in sorted({c for c, _ in by_connectors})
+            ],
+        )  # fmt: skip
     if best:
         print_table(
             f"rules on against off, best of {args.rounds} round(s) each",
@@ -273,6 +315,10 @@ def main() -> int:
                 {"customers": c, "off": off, "on": on, "ratio": on / off} for c, off, on in best
             ],
             "engine_events_per_s": {"rules_off": engine_off, "rules_on": engine_on},
+            "connectors_events_per_s": [
+                {"customers": c, "connectors": conn, "events_per_s": rate}
+                for (c, conn), rate in sorted(by_connectors.items())
+            ],
         },
     )
     print(f"wrote {path}")
