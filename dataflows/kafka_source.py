@@ -22,7 +22,8 @@ is the only one of the flow, the first partition blocks in librdkafka
 never past the next wake-up a pending rule action asked for (``Wakeups``): an
 idle process sleeps instead of spinning, and the first event after a pause is
 seen as soon as the broker hands it over. With several workers a blocked
-worker would hold up items other workers route to it, so it never blocks.
+worker would hold up items other workers route to it, so it never blocks: a
+quiet one polls every ``IDLE_POLL_S`` instead, parked in Bytewax meanwhile.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -43,6 +44,10 @@ from confluent_kafka.admin import AdminClient
 from dataflows.stream_clock import Wakeups
 
 log = logging.getLogger(__name__)
+
+# How often a quiet worker of a multi-worker flow polls Kafka.
+IDLE_POLL_S = 0.01
+IDLE_POLL = timedelta(seconds=IDLE_POLL_S)
 
 SourceItem = KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None]
 
@@ -231,7 +236,19 @@ class PulseKafkaPartition(StatefulSourcePartition[SourceItem, int | None]):
         return wait
 
     def next_awake(self) -> datetime | None:
-        return None
+        """Ask again at once (Bytewax waits a millisecond after an empty batch),
+        except in a flow of several workers gone quiet: those may not block
+        (see the module docstring), so they look every ``IDLE_POLL_S``. A
+        worker parked that way still wakes for items other workers route to
+        it and for its steps' timers; only its next poll of Kafka waits."""
+        hub = self._hub
+        if (
+            self._idle_wait_s > 0
+            or hub.buffered
+            or time.monotonic() - hub.last_data_at < self._hot_s
+        ):
+            return None
+        return datetime.now(UTC) + IDLE_POLL
 
     def snapshot(self) -> int | None:
         self.position()  # a concrete offset once one is known
