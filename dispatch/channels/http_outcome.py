@@ -42,6 +42,17 @@ def attempt(
     wait = breaker.wait_s()
     if wait > 0:
         return Outcome("retry", f"{name}: circuit open for the provider", retry_after_s=wait)
+    return send_through(name, breaker, timeout_s, send, answer)
+
+
+def send_through(
+    name: str,
+    breaker: CircuitBreaker,
+    timeout_s: float,
+    send: Callable[[], httpx.Response],
+    answer: Callable[[str, httpx.Response], Outcome] = classify,
+) -> Outcome:
+    """The request of ``attempt`` once the breaker has let it through."""
     try:
         response = send()
     except httpx.TimeoutException:

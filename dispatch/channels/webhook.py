@@ -24,7 +24,7 @@ from standardwebhooks import Webhook
 
 from dispatch.breaker import CircuitBreaker
 from dispatch.channels.base import Message, Outcome
-from dispatch.channels.http_outcome import classify
+from dispatch.channels.http_outcome import send_through
 from pulse.settings import WebhookEndpoint
 
 EVENT_TYPE = "pulse.trigger"
@@ -104,21 +104,14 @@ class WebhookChannel:
             "idempotency-key": message.idempotency_key,
             "user-agent": "pulse-dispatch",
         }
-        try:
-            response = self._client.post(
+        return send_through(
+            name,
+            breaker,
+            endpoint.timeout_s,
+            lambda: self._client.post(
                 endpoint.url, content=body, headers=headers, timeout=endpoint.timeout_s
-            )
-        except httpx.TimeoutException:
-            breaker.record(False)
-            return Outcome("retry", f"{name}: no answer within {endpoint.timeout_s:g} s")
-        except httpx.HTTPError as exc:
-            breaker.record(False)
-            return Outcome("retry", f"{name}: {type(exc).__name__}: {exc}")
-        outcome = classify(name, response)
-        # Only retriable failures count against the endpoint: a 400 says it
-        # is up and refuses this one message.
-        breaker.record(outcome.status != "retry")
-        return outcome
+            ),
+        )
 
     def close(self) -> None:
         self._client.close()
