@@ -146,6 +146,8 @@ class _Hubs:
         self._lock = threading.Lock()
 
     def get(self, config: dict[str, str], batch_size: int) -> _Hub:
+        """The worker's hub, made by the first source that asks (the flow's
+        events source: its batch size holds for the control topic too)."""
         ident = threading.get_ident()
         with self._lock:
             hub = self._by_thread.get(ident)
@@ -304,7 +306,6 @@ class PulseKafkaSource(FixedPartitionedSource[SourceItem, int | None]):
         hot_s: float = 0.5,
         idle_wait_s: float = 0.0,
         wakeups: Wakeups | None = None,
-        add_config: dict[str, str] | None = None,
     ) -> None:
         self._brokers = brokers
         self._topics = list(topics)
@@ -313,7 +314,7 @@ class PulseKafkaSource(FixedPartitionedSource[SourceItem, int | None]):
         self._hot_s = hot_s
         self._idle_wait_s = idle_wait_s
         self._wakeups = wakeups
-        self._config = {"bootstrap.servers": brokers, **_CONSUMER_CONFIG, **(add_config or {})}
+        self._config = {"bootstrap.servers": brokers, **_CONSUMER_CONFIG}
 
     def list_parts(self) -> list[str]:
         admin = AdminClient({"bootstrap.servers": self._brokers})
