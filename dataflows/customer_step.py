@@ -1,5 +1,9 @@
 """Bytewax stateful logic around the pure engine: one instance per key.
 
+Each key gets its share of a batch in one call (``stateful_batch``): the
+engine applies the events one by one, in order, and the key answers with one
+``StepOut`` whose serving view is encoded once, from the last state.
+
 Pending rule actions are part of the state, so after a crash they come back
 with the snapshot. They fire from Bytewax's own notification mechanism when
 the process's stream clock (dataflows/stream_clock.py) has passed their due
@@ -12,17 +16,24 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from bytewax.operators import StatefulLogic
+from bytewax.operators import StatefulBatchLogic
 
 from dataflows.stream_clock import StreamClock
 from engine import identity
-from engine.customer import Effect, Engine
+from engine.customer import Effect, Engine, ProfileChanged, ProfileRemoved
 from engine.events import BaseEvent
 from engine.identity import Link, ToCustomer, decode_anonymous, encode_anonymous
 from engine.privacy import EraseAnonymous
-from engine.profile import STATE_VERSION, decode_state, encode_state
+from engine.profile import (
+    STATE_VERSION,
+    CustomerState,
+    decode_state,
+    encode_state,
+    encode_view,
+    profile_view,
+)
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -42,42 +53,126 @@ class Stamped(Generic[T]):
         return Stamped(item, self.source, self.watermark)
 
 
-class CustomerLogic(StatefulLogic[Stamped[ToCustomer], Effect, bytes]):
+class StepOut:
+    """What a state step's key did with one batch: its effects in order, less the
+    profile changes, which collapse into the view of the last state."""
+
+    __slots__ = ("_changed", "effects", "forward", "views")
+
+    def __init__(self) -> None:
+        self.effects: list[Effect] = []
+        # customer key -> encoded view, or None for a profile that was removed
+        self.views: dict[str, bytes | None] = {}
+        self.forward: list[Stamped[ToCustomer]] = []  # anonymous ids: on to a customer
+        self._changed: dict[str, CustomerState] = {}
+
+    def add(self, effects: Iterable[Any]) -> None:
+        """Effects of one step of the engine, in order; the views wait for ``seal``."""
+        for effect in effects:
+            if isinstance(effect, ProfileChanged):
+                self._changed[effect.state.customer_id] = effect.state
+                self.views.pop(effect.state.customer_id, None)
+            elif isinstance(effect, ProfileRemoved):
+                self._changed.pop(effect.customer_key, None)
+                self.views[effect.customer_key] = None
+            else:
+                self.effects.append(effect)
+
+    def seal(self) -> list[StepOut]:
+        """Encode each changed view once, from its last state; nothing if there is
+        nothing to say."""
+        for key, state in self._changed.items():
+            self.views[key] = encode_view(profile_view(state))
+        if self.views or self.effects or self.forward:
+            return [self]
+        return []
+
+
+class WakeUp:
+    """When a key asked to be woken, kept while its earliest due time is unchanged.
+
+    Bytewax asks every key that saw a batch when to wake it. Most keys' due
+    time did not change (a win-back weeks away, re-armed in place), and the
+    answer given last time still stands while it lies ahead: asking the stream
+    clock again, and queueing another wake-up for the source to honour
+    (``Wakeups``), cost more than the engine's work on some events. Waking
+    early or late only costs time: the engine decides as of the due time.
+    """
+
+    __slots__ = ("_at", "_due", "_wall")
+
+    def __init__(self) -> None:
+        self._due: float | None = None
+        self._wall = 0.0
+        self._at: datetime | None = None
+
+    def at(self, due: float | None, clock: StreamClock) -> datetime | None:
+        if due is None:
+            self._due = None
+            return None
+        wall = time.time()
+        if due == self._due and self._wall > wall:
+            return self._at
+        self._at = clock.wake_at(due, wall)
+        self._due, self._wall = due, self._at.timestamp()
+        return self._at
+
+
+def _observe(clock: StreamClock, values: list[Stamped[Any]]) -> None:
+    """Tell the clock the watermarks a key's batch carries: the latest per
+    source (they only grow in the order a source read them)."""
+    wall = time.time()
+    source, mark = values[0].source, values[0].watermark
+    for value in values:
+        if value.source != source:
+            clock.observe(source, mark, wall)
+            source = value.source
+        mark = value.watermark
+    clock.observe(source, mark, wall)
+
+
+class CustomerLogic(StatefulBatchLogic[Stamped[ToCustomer], StepOut, bytes]):
     """A known customer's state: merges anonymous profiles, applies events."""
 
     def __init__(self, engine: Engine, clock: StreamClock, snapshot: bytes | None) -> None:
         self._engine = engine
         self._clock = clock
         self._state = decode_state(_bytes(snapshot)) if snapshot is not None else None
+        self._wake = WakeUp()
 
-    def on_item(self, value: Stamped[ToCustomer]) -> tuple[Iterable[Effect], bool]:
-        self._clock.observe(value.source, value.watermark, time.time())
-        item = value.item
-        effects: list[Effect] = []
-        if item.erase_at is not None:
-            self._state, effects = self._engine.erase(self._state, item.customer_id, item.erase_at)
-            return effects, StatefulLogic.RETAIN
-        if item.merge is not None:
-            self._state, effects = self._engine.absorb(self._state, item.merge, item.customer_id)
-        if item.event is not None:
-            self._state, more = self._engine.apply(self._state, item.event)
-            effects.extend(more)
-        return effects, StatefulLogic.RETAIN
+    def on_batch(self, values: list[Stamped[ToCustomer]]) -> tuple[Iterable[StepOut], bool]:
+        _observe(self._clock, values)
+        out = StepOut()
+        engine = self._engine
+        for value in values:
+            item = value.item
+            if item.erase_at is not None:
+                self._state, effects = engine.erase(self._state, item.customer_id, item.erase_at)
+                out.add(effects)
+                continue
+            if item.merge is not None:
+                self._state, effects = engine.absorb(self._state, item.merge, item.customer_id)
+                out.add(effects)
+            if item.event is not None:
+                self._state, effects = engine.apply(self._state, item.event)
+                out.add(effects)
+        return out.seal(), StatefulBatchLogic.RETAIN
 
-    def on_notify(self) -> tuple[Iterable[Effect], bool]:
+    def on_notify(self) -> tuple[Iterable[StepOut], bool]:
         if self._state is None:
-            return (), StatefulLogic.DISCARD
+            return (), StatefulBatchLogic.DISCARD
         until = self._clock.now(time.time())
-        return self._engine.fire_due(self._state, until), StatefulLogic.RETAIN
+        out = StepOut()
+        out.add(self._engine.fire_due(self._state, until))
+        return out.seal(), StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[Iterable[Effect], bool]:
-        return (), StatefulLogic.RETAIN
+    def on_eof(self) -> tuple[Iterable[StepOut], bool]:
+        return (), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         if self._state is None:
             return None
-        due = Engine.next_due(self._state)
-        return None if due is None else self._clock.wake_at(due, time.time())
+        return self._wake.at(Engine.next_due(self._state), self._clock)
 
     def snapshot(self) -> bytes:
         assert self._state is not None
@@ -85,39 +180,47 @@ class CustomerLogic(StatefulLogic[Stamped[ToCustomer], Effect, bytes]):
 
 
 AnonymousInput = BaseEvent | Link | EraseAnonymous
-AnonymousOutput = Stamped[ToCustomer] | Effect
 
 
-class AnonymousLogic(StatefulLogic[Stamped[AnonymousInput], AnonymousOutput, bytes]):
+class AnonymousLogic(StatefulBatchLogic[Stamped[AnonymousInput], StepOut, bytes]):
     """An anonymous id's state: its own profile until identified, then an alias."""
 
     def __init__(self, engine: Engine, clock: StreamClock, snapshot: bytes | None) -> None:
         self._engine = engine
         self._clock = clock
         self._state = decode_anonymous(_bytes(snapshot)) if snapshot is not None else None
+        self._wake = WakeUp()
 
-    def on_item(self, value: Stamped[AnonymousInput]) -> tuple[Iterable[AnonymousOutput], bool]:
-        self._clock.observe(value.source, value.watermark, time.time())
-        self._state, out = identity.resolve(self._engine, self._state, value.item)
-        # What goes on to a customer keeps the stamp of the partition it came from.
-        return [value.carrying(o) if isinstance(o, ToCustomer) else o for o in out], (
-            StatefulLogic.RETAIN
-        )
+    def on_batch(self, values: list[Stamped[AnonymousInput]]) -> tuple[Iterable[StepOut], bool]:
+        _observe(self._clock, values)
+        out = StepOut()
+        for value in values:
+            self._state, results = identity.resolve(self._engine, self._state, value.item)
+            effects: list[Effect] = []
+            for result in results:
+                if isinstance(result, ToCustomer):
+                    # What goes on to a customer keeps the stamp of its partition.
+                    out.forward.append(value.carrying(result))
+                else:
+                    effects.append(result)
+            out.add(effects)
+        return out.seal(), StatefulBatchLogic.RETAIN
 
-    def on_notify(self) -> tuple[Iterable[AnonymousOutput], bool]:
+    def on_notify(self) -> tuple[Iterable[StepOut], bool]:
         if self._state is None:
-            return (), StatefulLogic.DISCARD
+            return (), StatefulBatchLogic.DISCARD
         until = self._clock.now(time.time())
-        return identity.fire_due(self._engine, self._state, until), StatefulLogic.RETAIN
+        out = StepOut()
+        out.add(identity.fire_due(self._engine, self._state, until))
+        return out.seal(), StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[Iterable[AnonymousOutput], bool]:
-        return (), StatefulLogic.RETAIN
+    def on_eof(self) -> tuple[Iterable[StepOut], bool]:
+        return (), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         if self._state is None:
             return None
-        due = identity.next_due(self._state)
-        return None if due is None else self._clock.wake_at(due, time.time())
+        return self._wake.at(identity.next_due(self._state), self._clock)
 
     def snapshot(self) -> bytes:
         assert self._state is not None

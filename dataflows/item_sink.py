@@ -1,24 +1,47 @@
-"""Writes item popularity to Redis: a sorted set of scores plus an item hash."""
+"""Item popularity: the per-item state step, and its Redis writes (a sorted set
+of scores plus an item hash)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import redis
+from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from engine.popularity import ItemState
+from engine.popularity import ItemSignal, ItemState, apply_signal
 from pulse.keys import RedisKeys
 
 
-class _ItemPartition(StatelessSinkPartition[ItemState]):
+class ItemLogic(StatefulBatchLogic[ItemSignal, ItemState, ItemState]):
+    """One item's popularity; a batch of its signals is applied one by one, in
+    order (the score is a float: the same additions in the same order give the
+    same bits after a crash), and answered with the new state."""
+
+    def __init__(self, snapshot: ItemState | None) -> None:
+        self._state = snapshot
+
+    def on_batch(self, values: list[ItemSignal]) -> tuple[Iterable[ItemState], bool]:
+        state = self._state
+        for signal in values:
+            state = apply_signal(state, signal)
+        self._state = state
+        return ([] if state is None else [state]), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> ItemState:
+        assert self._state is not None  # a key exists once a signal came
+        return self._state
+
+
+class _ItemPartition(StatelessSinkPartition[tuple[str, ItemState]]):
     def __init__(self, url: str, keys: RedisKeys) -> None:
         self._client: redis.Redis = redis.Redis.from_url(url)
         self._keys = keys
         self._written: dict[str, tuple[str | None, str | None, float | None]] = {}
 
-    def write_batch(self, items: list[ItemState]) -> None:
-        latest = {item.sku: item for item in items}
+    def write_batch(self, items: list[tuple[str, ItemState]]) -> None:
+        latest = dict(items)
         pipe = self._client.pipeline(transaction=False)
         pipe.zadd(self._keys.popular(), {sku: item.log_score for sku, item in latest.items()})
         for sku, item in latest.items():
@@ -45,7 +68,7 @@ class _ItemPartition(StatelessSinkPartition[ItemState]):
         self._client.close()
 
 
-class RedisItemSink(DynamicSink[ItemState]):
+class RedisItemSink(DynamicSink[tuple[str, ItemState]]):
     def __init__(self, url: str, keys: RedisKeys) -> None:
         self._url = url
         self._keys = keys

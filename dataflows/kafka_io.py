@@ -213,16 +213,16 @@ def kafka_output(
         # the next ones batch up by themselves (the flow does not wait on
         # them, kafka_sink.py).
         config = {"bootstrap.servers": settings.kafka, **_PRODUCER_CONFIG, "linger.ms": "0"}
-        keyed = op.map(f"{step_id}_route", records, _route)
+        keyed = op.flat_map_batch(f"{step_id}_route", records, _route)
         op.output(step_id, keyed, PulseKafkaSink(config, layout.workers))
     else:
         stock = KafkaSink([settings.kafka], topic=None, add_config=dict(_PRODUCER_CONFIG))
         op.output(step_id, records, stock)
 
 
-def _route(record: SinkRecord) -> tuple[str, SinkRecord]:
+def _route(records: list[SinkRecord]) -> list[tuple[str, SinkRecord]]:
     """Records of one customer (the Kafka key) leave through one sink partition."""
-    return (record.key.decode() if record.key else ""), record
+    return [((r.key.decode() if r.key else ""), r) for r in records]
 
 
 class Decoded:

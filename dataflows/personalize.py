@@ -1,17 +1,23 @@
 """The personalization dataflow; steps follow the flow drawn in DESIGN.md.
 
-    events_in -> decode -> (bad -> events_dlq) ; positions -> Redis (pulse status)
-      stamp (partition watermark, for the stream clock)
-      anonymous-only events, links ---> key_by_anonymous_id -> resolve_identity --+
-      events with a customer id --------------------------------------------------+
-    control_in -> decode_control -> erasures (customer and anonymous ids) --------+
+    events_in -> route (decode, sort, stamp: one call per batch, dataflows/batches.py)
+      -> progress_out (positions and counts -> Redis, for pulse status)
+      -> dead letters -> events_dlq
+      -> anonymous-only events, links -------> resolve_identity (per anonymous id) --+
+      -> events with a customer id ----------------------------------------------------+
+    control_in -> decode_control -> erasures (customer and anonymous ids) ----------+
                   (rule deployments: read by every process, dataflows/rule_registry.py)
-                                                                                  v
-      key_by_customer -> customer_state -> profile + segments -> Redis
-                                        -> triggers -> <prefix>.triggers
-                                        -> decisions -> <prefix>.decisions
-                                                     -> key_by_rule -> rule_stats -> Redis
-                                        -> item signals -> key_by_item -> item_popularity -> Redis
+                                                                                    v
+      customer_state (per customer: one call per customer per batch)
+        -> gather (one Outputs per batch) -> profiles_out (views + segments -> Redis)
+                                          -> triggers_out, decisions_out (Kafka)
+                                          -> rule_stats (per rule) -> Redis
+                                          -> item_popularity (per item) -> Redis
+
+Every step between the state steps handles a whole batch in one call (Bytewax's
+``flat_map_batch``), and the state steps get each key's share of a batch in
+one call (``stateful_batch``): an event crosses four Python calls of Bytewax's
+instead of about twenty (docs/profiles.md has the figures).
 
 Run it with ``pulse run`` (which adds recovery and cluster options).
 """
@@ -19,54 +25,44 @@ Run it with ``pulse run`` (which adds recovery and cluster options).
 from __future__ import annotations
 
 from functools import partial
-from typing import TypeVar
+from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
+from dataflows.batches import Outputs, Routed, gather, route
 from dataflows.caught_up import CaughtUpReports
 from dataflows.customer_step import (
-    AnonymousInput,
     AnonymousLogic,
-    AnonymousOutput,
     CustomerLogic,
     Stamped,
+    StepOut,
 )
-from dataflows.item_sink import RedisItemSink
+from dataflows.item_sink import ItemLogic, RedisItemSink
 from dataflows.kafka_io import (
     Decoded,
     FlowLayout,
+    SinkRecord,
     control_source,
     dead_letter_message,
     decision_message,
-    decode,
     decode_control_record,
     events_source,
     kafka_output,
     trigger_message,
 )
-from dataflows.progress_sink import Position, RedisProgressSink
-from dataflows.redis_sink import ProfileWrite, RedisProfileSink
-from dataflows.rule_stats import RedisRuleStatsSink, count
+from dataflows.progress_sink import RedisProgressSink
+from dataflows.redis_sink import RedisProfileSink
+from dataflows.rule_stats import RedisRuleStatsSink, RuleCountsLogic
 from dataflows.stream_clock import PartitionTime, StreamClock
-from engine.customer import (
-    Effect,
-    Engine,
-    ProfileChanged,
-    ProfileRemoved,
-    SegmentsChanged,
-    TriggerFired,
-)
+from engine.customer import Engine
 from engine.decode import DeadLetter
-from engine.events import BaseEvent
-from engine.identity import Link, ToCustomer, erasure_inputs, link_of
-from engine.popularity import ItemSignal, ItemState, apply_signal
-from engine.privacy import EraseAnonymous, EraseCustomer
-from engine.triggers import Decision
+from engine.identity import ToCustomer, erasure_inputs
+from engine.privacy import EraseCustomer
 from pulse.keys import RedisKeys
 from pulse.settings import Settings
 
-V = TypeVar("V")
+Keyed = tuple[str, Any]
 
 
 def build_flow(
@@ -87,23 +83,16 @@ def build_flow(
     flow = Dataflow(flow_id)
     reports = CaughtUpReports(settings.redis, keys)
     raw = op.input("events_in", flow, events_source(settings, reports, partition_time, layout))
-    decoded = op.map("decode", raw, decode)
-    positions = op.filter_map("positions", decoded, _position)
-    op.output("progress_out", positions, RedisProgressSink(settings.redis, keys))
-    split = op.branch("split_bad", decoded, lambda d: not isinstance(d.item, DeadLetter))
-
-    dead = op.map("dead_letter", split.falses, partial(dead_letter_message, settings))
+    routed: Stream[Routed] = op.flat_map_batch("route", raw, partial(_route, partition_time))
+    op.output("progress_out", routed, RedisProgressSink(settings.redis, keys))
+    dead = op.flat_map_batch("dead_letters", routed, partial(_dead_letters, settings))
     kafka_output(settings, layout, "events_dlq", dead)
-
-    events = op.map("stamp", split.trues, partial(_stamped, partition_time))
-    # Identity (engine/identity.py): events with a customer id go straight to
-    # the customer; anonymous-only events, and links from events carrying both
-    # ids, pass the anonymous id's state (alias or anonymous profile) first.
-    known = op.branch("has_customer_id", events, lambda e: e.item.customer_id is not None)
-    direct = op.map("known_customer", known.trues, _to_customer)
-    links = op.filter_map("links", known.trues, _link)
+    direct = op.flat_map_batch("known_customer", routed, _customers)
+    anonymous = op.flat_map_batch("anonymous", routed, _anonymous)
 
     # Control messages (erasures) take effect at one point of the stream.
+    # (Rule deployments on the same topic are read by every process's rule
+    # registry instead: every worker needs every version.) Rare: item by item.
     control = op.map(
         "decode_control",
         op.input("control_in", flow, control_source(settings, layout)),
@@ -119,130 +108,93 @@ def build_flow(
         op.map("control_dead_letter", control_split.falses, partial(dead_letter_message, settings)),
     )
     erasures = op.flat_map("erasure_inputs", control_split.trues, _erasure_inputs)
-    # (Rule deployments on the same topic are read by every process's rule
-    # registry instead: every worker needs every version.)
-    erase_split = op.branch("erase_where", erasures, lambda e: isinstance(e.item, ToCustomer))
-    erase_customers = op.filter_map("erase_customer", erase_split.trues, _forwarded)
-    erase_anonymous = op.filter_map("erase_anonymous", erase_split.falses, _erase_anonymous)
+    erase_split = op.branch("erase_where", erasures, lambda kv: isinstance(kv[1].item, ToCustomer))
 
-    to_anon: Stream[Stamped[AnonymousInput]] = op.merge(
-        "to_anonymous", known.falses, links, erase_anonymous
-    )
-    anon_keyed_out = op.stateful(
+    # Identity (engine/identity.py): anonymous-only events, and links from
+    # events carrying both ids, pass the anonymous id's state first.
+    identities: Stream[Keyed] = op.stateful_batch(
         "resolve_identity",
-        op.key_on("key_by_anonymous_id", to_anon, lambda e: str(e.item.anonymous_id)),
+        op.merge("to_anonymous", anonymous, erase_split.falses),
         lambda state: AnonymousLogic(engine, clock, state),
     )
-    anon_out = op.map("unkey_identity", anon_keyed_out, _value)
-    forwarded = op.filter_map("linked_to_customer", anon_out, _forwarded)
-    anon_effects = op.filter_map("anonymous_effects", anon_out, _effect)
-
-    to_customers: Stream[Stamped[ToCustomer]] = op.merge(
-        "to_customers", direct, forwarded, erase_customers
+    forwarded = op.flat_map_batch("linked_to_customer", identities, _forwarded)
+    customers: Stream[Keyed] = op.stateful_batch(
+        "customer_state",
+        op.merge("to_customers", direct, forwarded, erase_split.trues),
+        lambda state: CustomerLogic(engine, clock, state),
     )
-    keyed = op.key_on("key_by_customer", to_customers, lambda t: t.item.customer_id)
-    keyed_effects = op.stateful(
-        "customer_state", keyed, lambda state: CustomerLogic(engine, clock, state)
+    outputs: Stream[Outputs] = op.flat_map_batch(
+        "gather", op.merge("all_effects", identities, customers), gather
     )
-    customer_effects = op.map("unkey_effects", keyed_effects, _value)
-    effects: Stream[Effect] = op.merge("all_effects", anon_effects, customer_effects)
-
-    profiles: Stream[ProfileWrite] = op.filter_map("profile", effects, _profile_write)
-    op.output("profiles_out", profiles, RedisProfileSink(settings.redis, keys))
-
-    triggers = op.filter_map(
-        "triggers", effects, lambda e: e.trigger if isinstance(e, TriggerFired) else None
-    )
+    op.output("profiles_out", outputs, RedisProfileSink(settings.redis, keys))
     kafka_output(
         settings,
         layout,
         "triggers_out",
-        op.map("trigger_record", triggers, partial(trigger_message, settings)),
-    )
-
-    decisions = op.filter_map(
-        "decisions", effects, lambda e: e if isinstance(e, Decision) else None
+        op.flat_map_batch("trigger_records", outputs, partial(_trigger_records, settings)),
     )
     kafka_output(
         settings,
         layout,
         "decisions_out",
-        op.map("decision_record", decisions, partial(decision_message, settings)),
+        op.flat_map_batch("decision_records", outputs, partial(_decision_records, settings)),
     )
-    by_rule = op.key_on("key_by_rule", decisions, lambda d: d.rule_id)
-    rule_counts = op.key_rm("unkey_rules", op.stateful_map("rule_stats", by_rule, count))
+    by_rule = op.flat_map_batch("key_by_rule", outputs, _by_rule)
+    rule_counts = op.stateful_batch("rule_stats", by_rule, RuleCountsLogic)
     op.output("rule_stats_out", rule_counts, RedisRuleStatsSink(settings.redis, keys))
-
-    signals = op.filter_map("item_signals", effects, _signal)
-    by_item = op.key_on("key_by_item", signals, lambda s: s.sku)
-    items = op.stateful_map("item_popularity", by_item, _item_popularity)
-    op.output("items_out", op.key_rm("unkey_items", items), RedisItemSink(settings.redis, keys))
+    by_item = op.flat_map_batch("key_by_item", outputs, _by_item)
+    items = op.stateful_batch("item_popularity", by_item, ItemLogic)
+    op.output("items_out", items, RedisItemSink(settings.redis, keys))
     return flow
 
 
-def _position(decoded: Decoded) -> Position | None:
-    if decoded.topic is None or decoded.partition is None or decoded.offset is None:
-        return None
-    return decoded.topic, decoded.partition, decoded.offset
+def _route(partition_time: PartitionTime, batch: list[Any]) -> list[Routed]:
+    return [route(partition_time, batch)] if batch else []
 
 
-def _value(keyed: tuple[str, V]) -> V:
-    return keyed[1]
+def _dead_letters(settings: Settings, batch: list[Routed]) -> list[SinkRecord]:
+    return [dead_letter_message(settings, d) for routed in batch for d in routed.dead]
 
 
-def _erasure_inputs(decoded: Decoded) -> list[Stamped[ToCustomer] | Stamped[EraseAnonymous]]:
+def _customers(batch: list[Routed]) -> list[Keyed]:
+    if len(batch) == 1:
+        return batch[0].customers
+    return [kv for routed in batch for kv in routed.customers]
+
+
+def _anonymous(batch: list[Routed]) -> list[Keyed]:
+    if len(batch) == 1:
+        return batch[0].anonymous
+    return [kv for routed in batch for kv in routed.anonymous]
+
+
+def _forwarded(batch: list[tuple[str, StepOut]]) -> list[Keyed]:
+    return [(t.item.customer_id, t) for _key, out in batch for t in out.forward]
+
+
+def _erasure_inputs(decoded: Decoded) -> list[Keyed]:
+    """Where an erasure goes, keyed: the customer's state and each linked
+    anonymous id's."""
     if not isinstance(decoded.item, EraseCustomer):
         return []  # a rule deployment: the rule registry's business
-    return [Stamped(item) for item in erasure_inputs(decoded.item)]  # type: ignore[misc]
+    out: list[Keyed] = []
+    for item in erasure_inputs(decoded.item):
+        key = item.customer_id if isinstance(item, ToCustomer) else item.anonymous_id
+        out.append((key, Stamped(item)))
+    return out
 
 
-def _erase_anonymous(
-    stamped: Stamped[ToCustomer] | Stamped[EraseAnonymous],
-) -> Stamped[AnonymousInput] | None:
-    return stamped if isinstance(stamped.item, EraseAnonymous) else None  # type: ignore[return-value]
+def _trigger_records(settings: Settings, batch: list[Outputs]) -> list[SinkRecord]:
+    return [trigger_message(settings, t) for out in batch for t in out.triggers]
 
 
-def _forwarded(out: object) -> Stamped[ToCustomer] | None:
-    if isinstance(out, Stamped) and isinstance(out.item, ToCustomer):
-        return out
-    return None
+def _decision_records(settings: Settings, batch: list[Outputs]) -> list[SinkRecord]:
+    return [decision_message(settings, d) for out in batch for d in out.decisions]
 
 
-def _effect(out: AnonymousOutput) -> Effect | None:
-    return None if isinstance(out, Stamped) else out
+def _by_rule(batch: list[Outputs]) -> list[Keyed]:
+    return [(d.rule_id, d) for out in batch for d in out.decisions]
 
 
-def _stamped(partition_time: PartitionTime, decoded: Decoded) -> Stamped[BaseEvent]:
-    """The event with its partition's watermark (dataflows/stream_clock.py)."""
-    event = decoded.item
-    assert isinstance(event, BaseEvent)
-    source = f"{decoded.topic}:{decoded.partition}"
-    return Stamped(event, source, partition_time.observe(source, event.ts, decoded.offset))
-
-
-def _link(stamped: Stamped[BaseEvent]) -> Stamped[AnonymousInput] | None:
-    link: Link | None = link_of(stamped.item)
-    return None if link is None else stamped.carrying(link)
-
-
-def _signal(effect: Effect) -> ItemSignal | None:
-    return effect if isinstance(effect, ItemSignal) else None
-
-
-def _to_customer(stamped: Stamped[BaseEvent]) -> Stamped[ToCustomer]:
-    event = stamped.item
-    assert event.customer_id is not None  # decode guarantees one of the two ids
-    return stamped.carrying(ToCustomer(event.customer_id, event))
-
-
-def _profile_write(effect: Effect) -> ProfileWrite | None:
-    if isinstance(effect, ProfileChanged):
-        return effect.state
-    if isinstance(effect, ProfileRemoved | SegmentsChanged):
-        return effect
-    return None
-
-
-def _item_popularity(state: ItemState | None, signal: ItemSignal) -> tuple[ItemState, ItemState]:
-    updated = apply_signal(state, signal)
-    return updated, updated
+def _by_item(batch: list[Outputs]) -> list[Keyed]:
+    return [(s.sku, s) for out in batch for s in out.signals]

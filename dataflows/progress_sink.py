@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import redis
@@ -17,12 +17,19 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from pulse.keys import RedisKeys
 
-Position = tuple[str, int, int]  # topic, partition, offset
+
+class Progress(Protocol):
+    """What a batch read (dataflows/batches.py: Routed)."""
+
+    read: int  # records
+    positions: dict[str, int]  # "topic:partition" -> next offset to read
+
+
 LOG_EVERY_S = 10.0
 log = logging.getLogger(__name__)
 
 
-class _ProgressPartition(StatelessSinkPartition[Position]):
+class _ProgressPartition(StatelessSinkPartition[Progress]):
     def __init__(self, url: str, keys: RedisKeys, worker_index: int) -> None:
         self._client: redis.Redis = redis.Redis.from_url(url)
         self._keys = keys
@@ -32,15 +39,16 @@ class _ProgressPartition(StatelessSinkPartition[Position]):
         self._logged_at = time.monotonic()
         self._logged_count = 0
 
-    def write_batch(self, items: list[Position]) -> None:
-        self._processed += len(items)
+    def write_batch(self, items: list[Progress]) -> None:
         offsets: dict[str, int] = {}
-        for topic, partition, offset in items:
-            field = f"{topic}:{partition}"
-            offsets[field] = max(offsets.get(field, -1), offset + 1)
+        for batch in items:
+            self._processed += batch.read
+            for field, offset in batch.positions.items():
+                offsets[field] = max(offsets.get(field, -1), offset)
         status = {"processed": self._processed, "started_at": self._started, "at": time.time()}
         pipe = self._client.pipeline(transaction=False)
-        pipe.hset(self._keys.progress(), mapping=offsets)  # type: ignore[arg-type]
+        if offsets:
+            pipe.hset(self._keys.progress(), mapping=offsets)  # type: ignore[arg-type]
         pipe.hset(self._keys.workers(), str(self._worker), orjson.dumps(status))
         pipe.execute()
         elapsed = time.monotonic() - self._logged_at
@@ -55,7 +63,7 @@ class _ProgressPartition(StatelessSinkPartition[Position]):
         self._client.close()
 
 
-class RedisProgressSink(DynamicSink[Position]):
+class RedisProgressSink(DynamicSink[Progress]):
     def __init__(self, url: str, keys: RedisKeys) -> None:
         self._url = url
         self._keys = keys

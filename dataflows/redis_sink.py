@@ -2,53 +2,58 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from engine.customer import ProfileRemoved, SegmentsChanged
-from engine.profile import CustomerState, encode_view, profile_view
+from engine.customer import SegmentsChanged
 from pulse.keys import RedisKeys
 
-ProfileWrite = CustomerState | ProfileRemoved | SegmentsChanged
+
+class ProfileWrites(Protocol):
+    """What a batch changed in serving views (dataflows/batches.py: Outputs)."""
+
+    views: dict[str, bytes | None]  # customer key -> encoded view, None: removed
+    segments: list[SegmentsChanged]
 
 
-class _ProfilePartition(StatelessSinkPartition[ProfileWrite]):
+class _ProfilePartition(StatelessSinkPartition[ProfileWrites]):
     def __init__(self, url: str, keys: RedisKeys) -> None:
         self._client: redis.Redis = redis.Redis.from_url(url)
         self._keys = keys
 
-    def write_batch(self, items: list[ProfileWrite]) -> None:
-        # One write per customer per batch: the last state wins, and since the
-        # view is absolute, rewriting it after a replay cannot double count.
-        latest: dict[str, CustomerState | None] = {}
+    def write_batch(self, items: list[ProfileWrites]) -> None:
+        # One write per customer per batch: the last view wins, and since it is
+        # absolute, rewriting it after a replay cannot double count.
+        latest: dict[str, bytes | None] = {}
         pipe = self._client.pipeline(transaction=False)
+        keys = self._keys
         for item in items:
-            if isinstance(item, ProfileRemoved):
-                latest[item.customer_key] = None
-            elif isinstance(item, SegmentsChanged):
+            latest.update(item.views)
+            for change in item.segments:
                 # Membership is absolute (add/remove), so a replay cannot double count.
-                for name in item.added:
-                    pipe.sadd(self._keys.segment(name), item.customer_key)
-                for name in item.removed:
-                    pipe.srem(self._keys.segment(name), item.customer_key)
-            else:
-                latest[item.customer_id] = item
-        for customer_id, state in latest.items():
-            key = self._keys.profile(customer_id)
-            if state is None:
-                pipe.delete(key, self._keys.inbox(customer_id))
+                for name in change.added:
+                    pipe.sadd(keys.segment(name), change.customer_key)
+                for name in change.removed:
+                    pipe.srem(keys.segment(name), change.customer_key)
+        for customer_id, view in latest.items():
+            key = keys.profile(customer_id)
+            if view is None:
+                pipe.delete(key, keys.inbox(customer_id))
             else:
                 # One field holding the whole view: a single argument to pack
                 # and send instead of one per attribute (measured in
                 # benchmarks/profiles.py), and read back with one HGET.
-                pipe.hset(key, "view", encode_view(profile_view(state)))
-        pipe.execute()
+                pipe.hset(key, "view", view)
+        if len(pipe):
+            pipe.execute()
 
     def close(self) -> None:
         self._client.close()
 
 
-class RedisProfileSink(DynamicSink[ProfileWrite]):
+class RedisProfileSink(DynamicSink[ProfileWrites]):
     def __init__(self, url: str, keys: RedisKeys) -> None:
         self._url = url
         self._keys = keys

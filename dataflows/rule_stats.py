@@ -6,9 +6,11 @@ crash; counting in recovered state and writing the totals cannot.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import redis
+from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from engine.triggers import Decision
@@ -25,11 +27,21 @@ def counter(decision: Decision) -> str:
     return f"{decision.outcome}:{reason}"
 
 
-def count(state: dict[str, int] | None, decision: Decision) -> tuple[dict[str, int], RuleCounts]:
-    counts = dict(state or {})
-    for name in {decision.outcome, counter(decision)}:
-        counts[name] = counts.get(name, 0) + 1
-    return counts, (decision.rule_id, counts)
+class RuleCountsLogic(StatefulBatchLogic[Decision, dict[str, int], dict[str, int]]):
+    """One rule's totals; answers a batch of its decisions with the new totals."""
+
+    def __init__(self, snapshot: dict[str, int] | None) -> None:
+        self._counts = dict(snapshot or {})
+
+    def on_batch(self, values: list[Decision]) -> tuple[Iterable[dict[str, int]], bool]:
+        counts = self._counts
+        for decision in values:
+            for name in {decision.outcome, counter(decision)}:
+                counts[name] = counts.get(name, 0) + 1
+        return [dict(counts)], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self._counts)
 
 
 class _StatsPartition(StatelessSinkPartition[RuleCounts]):

@@ -14,7 +14,8 @@ from engine.rules.memory import Journey, Pending, Sent
 # The dataflow keeps snapshots per version, so a new version rebuilds its state
 # from the events topic instead of failing on old snapshots.
 # 4: snapshots are MessagePack bytes (3 also held pickled objects from before).
-STATE_VERSION = 4
+# 5: the flow's state steps work per batch under new step ids (dataflows/batches.py).
+STATE_VERSION = 5
 
 RECENT_ITEMS = 20
 SESSION_GAP_S = 30 * 60.0  # a new session after 30 minutes without events
