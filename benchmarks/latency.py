@@ -20,11 +20,18 @@ both ways included) and the dispatcher's (trigger record to webhook); a copy
 of each probe sent to a topic only this benchmark reads gives Kafka's own
 share (produce to consume, one way) under the same load.
 
-Each configuration (connectors, rate) runs on fresh topics, and the flow's
-CPU is sampled while it is idle before the load starts.
+Every configuration (rate, recovery, connectors) runs twice in a row, on
+fresh topics each time: with Pulse as of ``--baseline REV`` (default the tag
+``before-batch-flow``, today's flow, its dataflow and dispatcher run from a
+worktree of that revision) and with the working tree's ("new"), and the
+event-to-trigger latencies (the flow's hop) of the two are printed side by side
+with their ratios, so a gain in throughput is not bought with latency. The
+flow's CPU is sampled while it is idle before the load starts.
 
-    python -m benchmarks.latency                       # stock and own, 1,000 and 5,000 events/s
-    python -m benchmarks.latency --connectors own --rates 1000 --seconds 20
+    python -m benchmarks.latency --rates 1000      # before and new, recovery on and off: ~4 min
+    python -m benchmarks.latency                   # the same at 1,000 and 5,000 events/s
+    python -m benchmarks.latency --connectors stock,own --baseline none   # connectors compared
+    python -m benchmarks.latency --rates 1000 --recovery on --seconds 20
 """
 
 from __future__ import annotations
@@ -34,7 +41,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -49,13 +55,16 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from benchmarks.common import (
+    Flow,
+    add_baseline_argument,
     bench_settings,
+    flows,
     percentile,
     print_table,
     rules_without_triggers,
-    start,
     write_json,
 )
+from benchmarks.common import stop as stop_processes
 from pulse.settings import Settings, load_settings
 
 ORDER_RULE = """\
@@ -234,6 +243,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def run_one(
+    flow: Flow,
     connectors: str,
     rate: int,
     recovery: bool,
@@ -254,7 +264,7 @@ def run_one(
         snapshot_interval_s=args.snapshot_interval,
         start_from="earliest",
     )
-    name = f"{connectors}-{rate}-{'recovery' if recovery else 'norecovery'}"
+    name = f"{flow.role}-{connectors}-{rate}-{'recovery' if recovery else 'norecovery'}"
     mirror = f"{settings.topic_prefix}.bench-mirror"
     admin = AdminClient({"bootstrap.servers": settings.kafka})
     admin.create_topics([NewTopic(mirror, num_partitions=1, replication_factor=1)])[mirror].result()
@@ -264,11 +274,11 @@ def run_one(
     )
     watcher.start()
     run_args = ["run"] if recovery else ["run", "--no-recovery"]
-    flow = start(settings, *run_args, log=logs / f"latency-{name}-run.log")
-    dispatcher = start(settings, "dispatch", log=logs / f"latency-{name}-dispatch.log")
+    dataflow = flow.start(settings, *run_args, log=logs / f"latency-{name}-run.log")
+    dispatcher = flow.start(settings, "dispatch", log=logs / f"latency-{name}-dispatch.log")
     try:
-        _warm_up(settings, arrivals, flow, dispatcher)
-        idle = _idle_cpu(flow.pid, args.idle_seconds)
+        _warm_up(settings, arrivals, dataflow, dispatcher)
+        idle = _idle_cpu(dataflow.pid, args.idle_seconds)
         tag = f"{settings.topic_prefix}r{rate}"
         begin = time.time() + 1.0
         gen = subprocess.run(
@@ -291,16 +301,10 @@ def run_one(
                     break
             time.sleep(0.2)
         summary = _summary(connectors, rate, probes, arrivals, idle, sent_late, args)
-        return {**summary, "recovery": recovery}
+        return {"flow": flow.role, "sha": flow.sha, **summary, "recovery": recovery}
     finally:
         stop.set()
-        for proc in (dispatcher, flow):
-            proc.send_signal(signal.SIGTERM)
-        for proc in (dispatcher, flow):
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(dispatcher, dataflow, timeout=20)
         server.shutdown()
         shutil.rmtree(settings.effective_recovery_dir, ignore_errors=True)
 
@@ -433,7 +437,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--connectors", default="stock,own", help="comma-separated: stock, own")
+    parser.add_argument(
+        "--connectors",
+        default="own",
+        help="the flow's Kafka connectors, comma-separated to compare side by side: "
+        "stock, own (default own)",
+    )
     parser.add_argument("--rates", default="1000,5000", help="events/s, comma-separated")
     parser.add_argument("--seconds", type=float, default=30.0, help="load per configuration")
     parser.add_argument("--probe-rate", type=float, default=50.0, help="probes per second")
@@ -471,34 +480,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-delayed", dest="delayed", action="store_false", help="skip the delayed-rule probes"
     )
+    add_baseline_argument(parser)
     args = parser.parse_args(argv)
 
     logs = Path(load_settings().cache_dir) / "bench"
+    runs = flows(args.baseline)
     rules_dir = bench_rules(Path(tempfile.mkdtemp(prefix="pulse-latency-rules-")), args.delayed)
     results = []
     recoveries = {"both": [True, False], "on": [True], "off": [False]}[args.recovery]
     configs = [
-        (rate, recovery, connectors)
+        (rate, recovery, connectors, flow)
         for rate in (int(r) for r in args.rates.split(",") if r)
         for recovery in recoveries
         for connectors in (c.strip() for c in args.connectors.split(",") if c.strip())
+        for flow in runs
     ]
-    for n, (rate, recovery, connectors) in enumerate(configs, 1):
+    for n, (rate, recovery, connectors, flow) in enumerate(configs, 1):
         print(
-            f"[{n}/{len(configs)}] {connectors} connectors, {rate:,} events/s, recovery "
-            f"{'on' if recovery else 'off'}, {args.seconds:g} s of load ...",
+            f"[{n}/{len(configs)}] {flow.label}, {connectors} connectors, {rate:,} events/s, "
+            f"recovery {'on' if recovery else 'off'}, {args.seconds:g} s of load ...",
             flush=True,
         )
-        result = run_one(connectors, rate, recovery, args, rules_dir, logs)
+        result = run_one(flow, connectors, rate, recovery, args, rules_dir, logs)
         results.append(result)
-        e2e = result["event_to_webhook_ms"]
+        e2e, hop = result["event_to_webhook_ms"], result["event_to_trigger_ms"]
         print(
-            f"  event to webhook p50 {e2e['p50']:.1f} ms, p99 {e2e['p99']:.1f} ms, "
+            f"  event to trigger p50 {hop['p50']:.1f} ms, p99 {hop['p99']:.1f} ms; "
+            f"event to webhook p50 {e2e['p50']:.1f} ms, p99 {e2e['p99']:.1f} ms, "
             f"p99.9 {e2e['p999']:.1f} ms; idle CPU {result['idle_cpu_core_share']:.1%} "
             f"of a core; {result['missing']} probe(s) missing",
             flush=True,
         )
 
+    print()
+    for flow in runs:
+        print(flow.describe())
+    labels = {flow.role: flow.label for flow in runs}
     rows = []
     for r in results:
         e2e, hop1, hop2, late, kafka = (
@@ -510,7 +527,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         rows.append(
             [
-                r["connectors"], r["rate"], "on" if r["recovery"] else "off", len(total_of(r)),
+                labels[r["flow"]], r["connectors"], r["rate"], "on" if r["recovery"] else "off",
+                len(total_of(r)),
                 e2e["p50"], e2e["p99"], e2e["p999"], kafka["p50"], kafka["p99"],
                 hop1["p50"], hop1["p99"], hop2["p50"], hop2["p99"],
                 late["p99"], f"{r['idle_cpu_core_share']:.1%}",
@@ -522,21 +540,24 @@ def main(argv: list[str] | None = None) -> int:
         f"first {args.skip_s:g} s of each load not counted, "
         f"delayed rules with event_lateness_s={args.lateness:g}",
         [
-            "connectors", "events/s", "recovery", "counted",
+            "flow", "connectors", "events/s", "recovery", "counted",
             "p50", "p99", "p99.9", "kafka p50", "kafka p99",
             "flow p50", "flow p99", "dispatch p50", "dispatch p99",
             "delayed late p99", "idle CPU",
         ],
         rows,
     )  # fmt: skip
+    before_new = _before_new(runs, results)
     _ratios(results)
     path = write_json(
         "latency",
         {
             "benchmark": "latency",
+            "flows": [flow.as_json() for flow in runs],
             "partitions": args.partitions,
             "probe_rate": args.probe_rate,
             "event_lateness_s": args.lateness,
+            "before_vs_new_event_to_trigger_ms": before_new,
             "results": results,
         },
     )
@@ -548,20 +569,53 @@ def total_of(result: dict[str, Any]) -> list[float]:
     return [ms for _at, kind, ms in result["timeline"] if kind == "total"]
 
 
+def _before_new(runs: list[Flow], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Event to trigger record (the flow's hop), before against new, per configuration."""
+    if len(runs) < 2:
+        return []
+    by = {(r["flow"], r["connectors"], r["rate"], r["recovery"]): r for r in results}
+    out, rows = [], []
+    for (role, connectors, rate, recovery), new in by.items():
+        old = by.get(("before", connectors, rate, recovery))
+        if role != "new" or old is None:
+            continue
+        b, n = old["event_to_trigger_ms"], new["event_to_trigger_ms"]
+        ratios = {q: n[q] / b[q] if b[q] > 0 else float("nan") for q in ("p50", "p99", "p999")}
+        out.append(
+            {"rate": rate, "recovery": recovery, "connectors": connectors,
+             "before": b, "new": n, "new_over_before": ratios}
+        )  # fmt: skip
+        rows.append(
+            [rate, "on" if recovery else "off", connectors,
+             b["p50"], b["p99"], b["p999"], n["p50"], n["p99"], n["p999"],
+             *(f"{ratios[q]:.2f}" for q in ("p50", "p99", "p999"))]
+        )  # fmt: skip
+    before = runs[0]
+    print_table(
+        f"event produced -> trigger record (ms), before ({before.rev}, {before.sha[:10]}) "
+        "vs new (working tree), same configuration one after the other",
+        ["events/s", "recovery", "connectors",
+         "before p50", "before p99", "before p99.9", "new p50", "new p99", "new p99.9",
+         "new/before p50", "p99", "p99.9"],
+        rows,
+    )  # fmt: skip
+    return out
+
+
 def _ratios(results: list[dict[str, Any]]) -> None:
-    by = {(r["connectors"], r["rate"], r["recovery"]): r for r in results}
+    by = {(r["flow"], r["connectors"], r["rate"], r["recovery"]): r for r in results}
     lines = []
-    for (connectors, rate, recovery), r in sorted(by.items()):
-        stock = by.get(("stock", rate, recovery))
+    for (role, connectors, rate, recovery), r in sorted(by.items()):
+        stock = by.get((role, "stock", rate, recovery))
         if connectors == "own" and stock is not None:
             s, o = stock["event_to_webhook_ms"], r["event_to_webhook_ms"]
             lines.append(
-                f"  {rate:,} events/s, recovery {'on' if recovery else 'off'}: stock/own "
+                f"  {role}, {rate:,} events/s, recovery {'on' if recovery else 'off'}: stock/own "
                 f"p50 {s['p50'] / o['p50']:.2f}, p99 {s['p99'] / o['p99']:.2f}, idle CPU "
                 f"{stock['idle_cpu_core_share'] / max(r['idle_cpu_core_share'], 1e-9):.1f}"
             )
     if lines:
-        print("\nside by side (same run):")
+        print("\nstock against own connectors, event to webhook (same run):")
         print("\n".join(lines))
 
 

@@ -25,7 +25,6 @@ import argparse
 import math
 import random
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -37,7 +36,7 @@ import orjson
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
-from benchmarks.common import bench_settings, free_port, print_table, start, write_json
+from benchmarks.common import bench_settings, free_port, print_table, start, stop, write_json
 from pulse.keys import RedisKeys
 from pulse.replay import replay
 from pulse.sample_stream import shopper_events
@@ -152,14 +151,7 @@ def run_until_caught_up(
             previous = current
         return elapsed
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop(*procs, timeout=20)
 
 
 def read_position(settings: Settings, client: redis.Redis) -> int:
