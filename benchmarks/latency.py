@@ -220,6 +220,15 @@ def watch_triggers(
             "enable.auto.commit": "false",
         }
     )
+    # A topic the broker does not list yet at subscription is not looked for
+    # again for minutes (librdkafka's metadata refresh): the mirror was only just
+    # created, so wait until it is listed.
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        listed = consumer.list_topics(mirror, timeout=5).topics.get(mirror)
+        if listed is not None and listed.error is None and listed.partitions:
+            break
+        time.sleep(0.1)
     consumer.subscribe([settings.triggers_topic, mirror])
     while not stop.is_set():
         msg = consumer.poll(0.1)
