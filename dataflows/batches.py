@@ -83,17 +83,19 @@ def route(partition_time: PartitionTime, batch: list[RawMessage | KafkaError[Any
         if isinstance(item, DeadLetter):
             out.dead.append(Decoded(item, msg.topic, msg.partition, offset))
             continue
-        stamped = Stamped(item, source, observe(source, item.ts, offset))
+        watermark = observe(source, item.ts, offset)
         customer_id = item.customer_id
         anonymous_id = item.anonymous_id
+        raw = msg.value
         if customer_id is None:
             assert anonymous_id is not None  # decode guarantees one of the two ids
-            anonymous.append((anonymous_id, stamped))
+            anonymous.append((anonymous_id, Stamped(item, source, watermark, raw, received)))
             continue
-        customers.append((customer_id, stamped.carrying(ToCustomer(customer_id, item))))
+        to_customer = ToCustomer(customer_id, item)
+        customers.append((customer_id, Stamped(to_customer, source, watermark, raw, received)))
         if anonymous_id is not None:
             link = Link(anonymous_id, customer_id, item.ts)
-            anonymous.append((anonymous_id, stamped.carrying(link)))
+            anonymous.append((anonymous_id, Stamped(link, source, watermark)))
     return out
 
 

@@ -117,6 +117,7 @@ class StreamClock:
         recheck_s: float = 1.0,
         max_recheck_s: float = 5.0,
         longest_wait_s: float = 60.0,
+        reuse_s: float = 0.005,
     ) -> None:
         self.lateness_s = lateness_s
         self.idle_s = idle_s
@@ -135,6 +136,10 @@ class StreamClock:
         self._reports_at = -math.inf  # when they were last read
         self._finish_at = math.inf  # when the backlog should be read, at the pace seen
         self._last = -math.inf
+        # ``now`` is asked for every key of every batch: within ``reuse_s`` of
+        # the last answer, and with nothing new heard, the answer stands.
+        self.reuse_s = reuse_s
+        self._answered_at = -math.inf
         self._lock = threading.Lock()  # workers of one process share the clock
         self.wakeups = Wakeups()  # when the steps asked to look again (wake_at)
 
@@ -143,8 +148,11 @@ class StreamClock:
             return
         with self._lock:
             previous = self._heard.get(source)
-            mark = watermark if previous is None else max(previous[0], watermark)
-            self._heard[source] = (mark, wall)
+            if previous is None or watermark > previous[0]:
+                self._heard[source] = (watermark, wall)
+                self._answered_at = -math.inf  # news: work ``now`` out again
+            else:
+                self._heard[source] = (previous[0], wall)
 
     def reports(
         self, reports: dict[str, tuple[float, bool]], wall: float, finish_s: float = math.inf
@@ -152,6 +160,7 @@ class StreamClock:
         """Every source partition's latest report (dataflows/caught_up.py), and in
         how many seconds, at the pace seen, every partition will be read to its end."""
         with self._lock:
+            self._answered_at = -math.inf
             self._reports = reports
             self._reports_at = wall
             self._finish_at = wall + finish_s
@@ -170,6 +179,9 @@ class StreamClock:
         """The event time up to which pending actions may fire."""
         follow_wall = wall - self.lateness_s
         with self._lock:
+            if 0.0 <= wall - self._answered_at < self.reuse_s:
+                return self._last
+            self._answered_at = wall
             if wall - self._reports_at < 5 * self.idle_s:
                 sources = self._heard.keys() | self._reports.keys()
                 value = min(
