@@ -10,6 +10,7 @@ import redis
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from dataflows.redis_batch import Command, write_all
 from engine.popularity import ItemSignal, ItemState, apply_signal
 from pulse.keys import RedisKeys
 
@@ -42,8 +43,13 @@ class _ItemPartition(StatelessSinkPartition[tuple[str, ItemState]]):
 
     def write_batch(self, items: list[tuple[str, ItemState]]) -> None:
         latest = dict(items)
-        pipe = self._client.pipeline(transaction=False)
-        pipe.zadd(self._keys.popular(), {sku: item.log_score for sku, item in latest.items()})
+        commands: list[Command] = [
+            (
+                "ZADD",
+                self._keys.popular(),
+                *(x for sku, item in latest.items() for x in (item.log_score, sku)),
+            )
+        ]
         for sku, item in latest.items():
             # Item details rarely change: skip rewriting what this worker wrote
             # last (after a restart the cache is empty and everything is
@@ -54,15 +60,15 @@ class _ItemPartition(StatelessSinkPartition[tuple[str, ItemState]]):
             if len(self._written) > 200_000:
                 self._written.clear()
             self._written[sku] = details
-            fields: dict[Any, Any] = {"sku": sku}
+            fields: list[Any] = ["sku", sku]
             if item.name:
-                fields["name"] = item.name
+                fields += ["name", item.name]
             if item.category:
-                fields["category"] = item.category
+                fields += ["category", item.category]
             if item.price is not None:
-                fields["price"] = repr(item.price)
-            pipe.hset(self._keys.item(sku), mapping=fields)
-        pipe.execute()
+                fields += ["price", repr(item.price)]
+            commands.append(("HSET", self._keys.item(sku), *fields))
+        write_all(self._client, commands)
 
     def close(self) -> None:
         self._client.close()

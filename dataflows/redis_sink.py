@@ -7,6 +7,7 @@ from typing import Protocol
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from dataflows.redis_batch import Command, write_all
 from engine.customer import SegmentsChanged
 from pulse.keys import RedisKeys
 
@@ -27,27 +28,26 @@ class _ProfilePartition(StatelessSinkPartition[ProfileWrites]):
         # One write per customer per batch: the last view wins, and since it is
         # absolute, rewriting it after a replay cannot double count.
         latest: dict[str, bytes | None] = {}
-        pipe = self._client.pipeline(transaction=False)
+        commands: list[Command] = []
         keys = self._keys
         for item in items:
             latest.update(item.views)
             for change in item.segments:
                 # Membership is absolute (add/remove), so a replay cannot double count.
                 for name in change.added:
-                    pipe.sadd(keys.segment(name), change.customer_key)
+                    commands.append(("SADD", keys.segment(name), change.customer_key))
                 for name in change.removed:
-                    pipe.srem(keys.segment(name), change.customer_key)
+                    commands.append(("SREM", keys.segment(name), change.customer_key))
+        profile = keys.profile
         for customer_id, view in latest.items():
-            key = keys.profile(customer_id)
             if view is None:
-                pipe.delete(key, keys.inbox(customer_id))
+                commands.append(("DEL", profile(customer_id), keys.inbox(customer_id)))
             else:
                 # One field holding the whole view: a single argument to pack
                 # and send instead of one per attribute (measured in
                 # benchmarks/profiles.py), and read back with one HGET.
-                pipe.hset(key, "view", view)
-        if len(pipe):
-            pipe.execute()
+                commands.append(("HSET", profile(customer_id), "view", view))
+        write_all(self._client, commands)
 
     def close(self) -> None:
         self._client.close()
