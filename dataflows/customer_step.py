@@ -140,11 +140,12 @@ class StepOut:
 
 
 class WakeUp:
-    """When a key asked to be woken, kept while its earliest due time is unchanged.
+    """When a key asked to be woken, kept while it lies ahead and the key's
+    earliest due time has not come closer.
 
     Bytewax asks every key that saw a batch when to wake it. Most keys' due
-    time did not change (a win-back weeks away, re-armed in place), and the
-    answer given last time still stands while it lies ahead: asking the stream
+    time only moved later (a win-back weeks away, re-armed by each event), and
+    the answer given last time still stands while it lies ahead: asking the stream
     clock again, and queueing another wake-up for the source to honour
     (``Wakeups``), cost more than the engine's work on some events. Waking
     early or late only costs time: the engine decides as of the due time.
@@ -162,7 +163,9 @@ class WakeUp:
             self._due = None
             return None
         wall = time.time()
-        if due == self._due and self._wall > wall:
+        if self._due is not None and due >= self._due and self._wall > wall:
+            # Still ahead, and for a due time no later: waking then finds
+            # nothing due at worst, and asks again.
             return self._at
         self._at = clock.wake_at(due, wall)
         self._due, self._wall = due, self._at.timestamp()
