@@ -15,18 +15,19 @@ from engine.popularity import ItemSignal, ItemState, apply_signal
 from pulse.keys import RedisKeys
 
 
-class ItemLogic(StatefulBatchLogic[ItemSignal, ItemState, ItemState]):
-    """One item's popularity; a batch of its signals is applied one by one, in
-    order (the score is a float: the same additions in the same order give the
-    same bits after a crash), and answered with the new state."""
+class ItemLogic(StatefulBatchLogic[list[ItemSignal], ItemState, ItemState]):
+    """One item's popularity; its signals (grouped per batch upstream) are applied
+    one by one, in order (the score is a float: the same additions in the same
+    order give the same bits after a crash), and answered with the new state."""
 
     def __init__(self, snapshot: ItemState | None) -> None:
         self._state = snapshot
 
-    def on_batch(self, values: list[ItemSignal]) -> tuple[Iterable[ItemState], bool]:
+    def on_batch(self, values: list[list[ItemSignal]]) -> tuple[Iterable[ItemState], bool]:
         state = self._state
-        for signal in values:
-            state = apply_signal(state, signal)
+        for signals in values:
+            for signal in signals:
+                state = apply_signal(state, signal)
         self._state = state
         return ([] if state is None else [state]), StatefulBatchLogic.RETAIN
 

@@ -58,6 +58,7 @@ from dataflows.stream_clock import PartitionTime, StreamClock
 from engine.customer import Engine
 from engine.decode import DeadLetter
 from engine.identity import ToCustomer, erasure_inputs
+from engine.popularity import ItemSignal
 from engine.privacy import EraseCustomer
 from pulse.keys import RedisKeys
 from pulse.settings import Settings
@@ -197,4 +198,15 @@ def _by_rule(batch: list[Outputs]) -> list[Keyed]:
 
 
 def _by_item(batch: list[Outputs]) -> list[Keyed]:
-    return [(s.sku, s) for out in batch for s in out.signals]
+    """A batch's signals grouped by item, in order: one item to exchange and one
+    call per item a batch touched, however many signals it had (popular items
+    have many)."""
+    grouped: dict[str, list[ItemSignal]] = {}
+    for out in batch:
+        for signal in out.signals:
+            same = grouped.get(signal.sku)
+            if same is None:
+                grouped[signal.sku] = [signal]
+            else:
+                same.append(signal)
+    return list(grouped.items())
