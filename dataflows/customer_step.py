@@ -188,9 +188,12 @@ def _observe(clock: StreamClock, values: list[Stamped[Any]]) -> None:
 class CustomerLogic(StatefulBatchLogic[Stamped[ToCustomer], StepOut, bytes]):
     """A known customer's state: merges anonymous profiles, applies events."""
 
-    def __init__(self, engine: Engine, clock: StreamClock, snapshot: bytes | None) -> None:
+    def __init__(
+        self, engine: Engine, clock: StreamClock, snapshot: bytes | None, recovery: bool = True
+    ) -> None:
         self._engine = engine
         self._clock = clock
+        self._recovery = recovery
         self._state = decode_state(_bytes(snapshot)) if snapshot is not None else None
         self._wake = WakeUp()
 
@@ -229,6 +232,9 @@ class CustomerLogic(StatefulBatchLogic[Stamped[ToCustomer], StepOut, bytes]):
         return self._wake.at(Engine.next_due(self._state), self._clock)
 
     def snapshot(self) -> bytes:
+        # Bytewax asks at every epoch's end even when it keeps nothing.
+        if not self._recovery:
+            return b""
         assert self._state is not None
         return encode_state(self._state)
 
@@ -239,9 +245,12 @@ AnonymousInput = BaseEvent | Link | EraseAnonymous
 class AnonymousLogic(StatefulBatchLogic[Stamped[AnonymousInput], StepOut, bytes]):
     """An anonymous id's state: its own profile until identified, then an alias."""
 
-    def __init__(self, engine: Engine, clock: StreamClock, snapshot: bytes | None) -> None:
+    def __init__(
+        self, engine: Engine, clock: StreamClock, snapshot: bytes | None, recovery: bool = True
+    ) -> None:
         self._engine = engine
         self._clock = clock
+        self._recovery = recovery
         self._state = decode_anonymous(_bytes(snapshot)) if snapshot is not None else None
         self._wake = WakeUp()
 
@@ -277,6 +286,8 @@ class AnonymousLogic(StatefulBatchLogic[Stamped[AnonymousInput], StepOut, bytes]
         return self._wake.at(identity.next_due(self._state), self._clock)
 
     def snapshot(self) -> bytes:
+        if not self._recovery:
+            return b""
         assert self._state is not None
         return encode_anonymous(self._state)
 

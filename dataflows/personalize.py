@@ -73,11 +73,13 @@ def build_flow(
     partition_time: PartitionTime,
     flow_id: str = "pulse",
     layout: FlowLayout | None = None,
+    recovery: bool = True,
 ) -> Dataflow:
     """The flow around an engine (rules and loyalty loaded by the caller, see
     dataflows/run.py) and the process's stream clock; ``layout``: how many
     workers the flow has in all (one by default) and where its stateful steps
-    note when they want to wake (the stream clock's)."""
+    note when they want to wake (the stream clock's). Without ``recovery``
+    the customer states skip encoding the snapshots nobody will read."""
     keys = RedisKeys(settings.redis_prefix)
     layout = layout or FlowLayout(wakeups=clock.wakeups)
 
@@ -116,13 +118,13 @@ def build_flow(
     identities: Stream[Keyed] = op.stateful_batch(
         "resolve_identity",
         op.merge("to_anonymous", anonymous, erase_split.falses),
-        lambda state: AnonymousLogic(engine, clock, state),
+        lambda state: AnonymousLogic(engine, clock, state, recovery),
     )
     forwarded = op.flat_map_batch("linked_to_customer", identities, _forwarded)
     customers: Stream[Keyed] = op.stateful_batch(
         "customer_state",
         op.merge("to_customers", direct, forwarded, erase_split.trues),
-        lambda state: CustomerLogic(engine, clock, state),
+        lambda state: CustomerLogic(engine, clock, state, recovery),
     )
     outputs: Stream[Outputs] = op.flat_map_batch(
         "gather", op.merge("all_effects", identities, customers), gather

@@ -113,7 +113,9 @@ def run(
     # The flow's workers over all its processes (the connectors need to know,
     # dataflows/kafka_io.py), and where its steps note when they want to wake.
     layout = FlowLayout(settings.workers * max(1, len(addresses or [])), clock.wakeups)
-    flow = build_flow(settings, engine, clock, partition_time, layout=layout)
+    flow = build_flow(
+        settings, engine, clock, partition_time, layout=layout, recovery=recovery_dir is not None
+    )
     recovery = None
     if recovery_dir is not None:
         # Snapshots are kept per state version (engine.profile.STATE_VERSION):
