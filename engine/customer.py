@@ -10,8 +10,10 @@ Kafka records, and asks ``next_due`` when to call ``fire_due``.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, tzinfo
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, tzinfo
 from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
@@ -34,7 +36,7 @@ from engine.profile import (
 )
 from engine.rules.ruleset import RuleBook, RuleSet
 from engine.rules.runtime import Rules
-from engine.segments import segments_of
+from engine.segments import SEGMENT_INPUTS_CHANGED_BY, segments_of
 from engine.triggers import Decision
 from engine.triggers import TriggerFired as TriggerFired  # re-exported for callers
 
@@ -107,20 +109,22 @@ class Engine:
                 return state, []
             # New activity after the erasure: a fresh profile.
             state = CustomerState(customer_id=state.customer_id, erased_at=state.erased_at)
-        if self._seen_before(state, event.event_id, ts):
+        seen = state.seen_ids
+        event_id = event.event_id
+        if event_id in seen:
             state.duplicates += 1
-            return state, [
-                DuplicateDropped(state.customer_id, event.event_id),
-                ProfileChanged(state),
-            ]
+            return state, [DuplicateDropped(state.customer_id, event_id), ProfileChanged(state)]
+        seen[event_id] = ts
+        if len(seen) > MAX_SEEN_IDS:
+            self._forget_seen_ids(state, ts)
         kind = ev.event_type(event)
         # What was due before this event acts first, on the state it was due
         # on: keeps event-time order when the stream runs behind or replays.
         effects: list[Effect] = []
-        if state.pending:
-            due = Rules.next_due(state)
-            if due is not None and due <= ts:
+        for p in state.pending:
+            if p.due <= ts:  # something is due by now: Rules.next_due(state) <= ts
                 effects.extend(self.rules.fire_due(state, ts))
+                break
         before = self.rules.watch(state, ts)
         linked = event.anonymous_id
         if (
@@ -135,17 +139,24 @@ class Engine:
         if first or ts - state.last_seen > SESSION_GAP_S:
             state.sessions += 1
             state.session_started_at = ts
-        state.last_seen = max(state.last_seen, ts)
+        if ts > state.last_seen:
+            state.last_seen = ts
         state.events_total += 1
-        state.event_counts[kind] = state.event_counts.get(kind, 0) + 1
-        _update_profile(state, event, ts, self.loyalty)
-        if self.loyalty.points_expire_s is not None and state.order_history:
+        counts = state.event_counts
+        counts[kind] = counts.get(kind, 0) + 1
+        update = _PROFILE_UPDATES.get(type(event)) or _update_of(type(event))
+        update(state, event, ts, self.loyalty)
+        if state.order_history and self.loyalty.points_expire_s is not None:
             # As of the latest event time seen, so an order arriving late is
             # expired as if it had come in order.
             _expire_points(state, state.last_seen, self.loyalty.points_expire_s)
         _count_hour(state, ts)  # after identify traits: its own time zone counts
-        effects.extend(item_signals(event))
-        self._derive(state, ts, effects)
+        signals = item_signals(event, ts)
+        if signals:
+            effects.extend(signals)
+        # Segments read only what some event types change (and the tier): on
+        # other events they stay as they are, unless this is a fresh profile.
+        self._derive(state, ts, effects, first or kind in SEGMENT_INPUTS_CHANGED_BY)
         effects.extend(self.rules.on_event(state, event, ts, before))
         effects.append(ProfileChanged(state))
         return state, effects
@@ -180,9 +191,20 @@ class Engine:
         erased_at = max(requested_at, state.erased_at if state is not None else 0.0)
         return CustomerState(customer_id=customer_key, erased_at=erased_at), effects
 
-    def _derive(self, state: CustomerState, ts: float, effects: list[Effect]) -> None:
-        """Attributes computed from the rest of the state: tier and segments."""
-        self._update_tier(state, ts)
+    def _derive(
+        self, state: CustomerState, ts: float, effects: list[Effect], inputs_changed: bool = True
+    ) -> None:
+        """Attributes computed from the rest of the state: tier and segments.
+
+        ``inputs_changed`` False says nothing segments read but the tier can
+        have changed (see engine.segments.SEGMENT_INPUTS_CHANGED_BY).
+        """
+        tier = state.tier
+        if not tier or max(state.last_seen, ts) >= state.tier_review_at:
+            self._update_tier(state, ts)
+            inputs_changed = inputs_changed or state.tier != tier
+        if not inputs_changed:
+            return
         segments = segments_of(state)
         if segments != state.segments:
             old, new = set(state.segments), set(segments)
@@ -194,12 +216,10 @@ class Engine:
             state.segments = segments
 
     def _update_tier(self, state: CustomerState, ts: float) -> None:
-        """Tier by rolling spend. Recomputed only when it can change: after an
-        order, refund or merge (the history changed: ``tier_review_at`` reset to
-        0), or once the oldest order in the window may have left it."""
+        """Tier by rolling spend. Recomputed (by _derive) only when it can change:
+        after an order, refund or merge (the history changed: ``tier_review_at``
+        reset to 0), or once the oldest order in the window may have left it."""
         now = max(state.last_seen, ts)
-        if state.tier and now < state.tier_review_at:
-            return
         since = now - self.loyalty.window_s
         spend = 0.0
         oldest = math.inf
@@ -212,111 +232,175 @@ class Engine:
         if tier != state.tier:
             state.previous_tier, state.tier, state.tier_changed_at = state.tier, tier, ts
 
-    def _seen_before(self, state: CustomerState, event_id: str, ts: float) -> bool:
-        seen = state.seen_ids
-        if event_id in seen:
-            return True
-        seen[event_id] = ts
-        if len(seen) > MAX_SEEN_IDS:
-            horizon = max(state.last_seen, ts) - self.dedup_window_s
-            kept = sorted(((t, i) for i, t in seen.items() if t >= horizon), reverse=True)
-            state.seen_ids = {i: t for t, i in kept[: MAX_SEEN_IDS * 3 // 4]}
-        return False
+    def _forget_seen_ids(self, state: CustomerState, ts: float) -> None:
+        """Past MAX_SEEN_IDS: keep the latest ids within the dedup window."""
+        horizon = max(state.last_seen, ts) - self.dedup_window_s
+        kept = sorted(((t, i) for i, t in state.seen_ids.items() if t >= horizon), reverse=True)
+        state.seen_ids = {i: t for t, i in kept[: MAX_SEEN_IDS * 3 // 4]}
 
     @staticmethod
     def next_due(state: CustomerState) -> float | None:
         return Rules.next_due(state)
 
 
-def _update_profile(
-    state: CustomerState, event: ev.BaseEvent, ts: float, loyalty: LoyaltyProgram
+# The profile's own attributes after one event, by the event's class (a match
+# over twenty classes costs a microsecond on the events that match none).
+_Update = Callable[[CustomerState, Any, float, LoyaltyProgram], None]
+
+
+def _product_view(state: CustomerState, event: ev.ProductView, ts: float, _: Any) -> None:
+    _remember_view(state, event.sku, ts)
+    category = event.category
+    if category:
+        state.category_views[category] = state.category_views.get(category, 0) + 1
+        _affinity(state, category, 1.0, ts)
+
+
+def _add_to_cart(state: CustomerState, event: ev.AddToCart, ts: float, _: Any) -> None:
+    sku, price, qty, category = event.sku, event.price, event.quantity, event.category
+    if category:
+        _affinity(state, category, 3.0, ts)
+    if ts < state.last_order_at:
+        # Arrived after an order that followed it (another partition,
+        # an anonymous id's step): that order bought it, as a merge
+        # decides for a whole cart (engine/merge.py).
+        return
+    line = state.cart.get(sku)
+    if line is None:
+        state.cart[sku] = CartLine(sku, qty, price, category, event.name, ts)
+    else:
+        line.quantity += qty
+        if ts >= line.price_at:  # the price of the latest add, by event time
+            line.price, line.price_at = price, ts
+    state.cart_updated_at = max(state.cart_updated_at, ts)
+
+
+def _remove_from_cart(state: CustomerState, event: ev.RemoveFromCart, ts: float, _: Any) -> None:
+    qty = event.quantity
+    line = state.cart.get(event.sku)
+    if line is not None:
+        if qty is None or qty >= line.quantity:
+            del state.cart[event.sku]
+        else:
+            line.quantity -= qty
+    state.cart_updated_at = max(state.cart_updated_at, ts)
+
+
+def _order_placed(
+    state: CustomerState, event: ev.OrderPlaced, ts: float, loyalty: LoyaltyProgram
 ) -> None:
-    match event:
-        case ev.ProductView(sku=sku, category=category):
-            _remember_view(state, sku, ts)
-            if category:
-                state.category_views[category] = state.category_views.get(category, 0) + 1
-                _affinity(state, category, 1.0, ts)
-        case ev.AddToCart(sku=sku, price=price, quantity=qty, category=category, name=name):
-            if category:
-                _affinity(state, category, 3.0, ts)
-            if ts < state.last_order_at:
-                # Arrived after an order that followed it (another partition,
-                # an anonymous id's step): that order bought it, as a merge
-                # decides for a whole cart (engine/merge.py).
-                return
-            line = state.cart.get(sku)
-            if line is None:
-                state.cart[sku] = CartLine(sku, qty, price, category, name, ts)
-            else:
-                line.quantity += qty
-                if ts >= line.price_at:  # the price of the latest add, by event time
-                    line.price, line.price_at = price, ts
-            state.cart_updated_at = max(state.cart_updated_at, ts)
-        case ev.RemoveFromCart(sku=sku, quantity=qty):
-            line = state.cart.get(sku)
-            if line is not None:
-                if qty is None or qty >= line.quantity:
-                    del state.cart[sku]
-                else:
-                    line.quantity -= qty
-            state.cart_updated_at = max(state.cart_updated_at, ts)
-        case ev.OrderPlaced(order_id=order_id, total=total, items=items):
-            state.orders += 1
-            state.revenue += total
-            state.last_order_at = max(state.last_order_at, ts)
-            record = OrderRecord(order_id, ts, total, points=loyalty.points_for(total))
-            state.loyalty_points += record.points
-            _record_order(state, record)
-            if order_id in state.pending_refunds:
-                _settle_early_refund(state, record, state.pending_refunds.pop(order_id))
-            for item in items:
-                if item.category:
-                    _affinity(state, item.category, 5.0, ts)
-            # The cart as of the order is bought; lines added after it stay.
-            if ts >= state.cart_updated_at:
-                state.cart.clear()
-            state.cart_updated_at = max(state.cart_updated_at, ts)
-        case ev.OrderRefunded(order_id=order_id, amount=amount):
-            state.refunds += 1
-            known = next((o for o in state.order_history if o.order_id == order_id), None)
-            if known is not None:
-                _refund(state, known, amount)
-            else:
-                # The order is unknown: too old for the history, or not arrived
-                # yet. A stated amount counts now; the order, if it comes, is
-                # settled against it (see _settle_early_refund).
-                if amount is not None:
-                    state.revenue -= amount
-                    state.loyalty_points = max(0, state.loyalty_points - loyalty.points_for(amount))
-                _remember_pending(state, order_id, amount)
-        case ev.LoyaltyPointsAdjusted(points=points):
-            state.loyalty_points = max(0, state.loyalty_points + points)
-        case ev.MessageSent(message_channel=channel):
-            _engagement(state, channel).sent += 1
-        case ev.MessageOpened(message_channel=channel):
-            _engaged(state, channel, ts).opened += 1
-        case ev.MessageClicked(message_channel=channel):
-            _engaged(state, channel, ts).clicked += 1
-        case ev.MessageBounced(message_channel=channel):
-            _engagement(state, channel).bounced += 1
-        case ev.MessageUnsubscribed(message_channel=channel):
-            _decide_consent(state, channel, Consent(False, ts))
-        case ev.ConsentChanged(consent_channel=channel, granted=granted):
-            _decide_consent(state, channel, Consent(granted, ts))
-        case ev.SupportTicketOpened(ticket_id=ticket):
-            if ticket not in state.open_tickets:
-                state.open_tickets.append(ticket)
-        case ev.SupportTicketClosed(ticket_id=ticket):
-            if ticket in state.open_tickets:
-                state.open_tickets.remove(ticket)
-        case ev.Identify(traits=traits):
-            for key, value in msgspec.structs.asdict(traits).items():
-                if value is not None and ts >= state.trait_times.get(key, -math.inf):
-                    state.traits[key] = value
-                    state.trait_times[key] = ts
-        case _:
-            pass
+    order_id, total = event.order_id, event.total
+    state.orders += 1
+    state.revenue += total
+    state.last_order_at = max(state.last_order_at, ts)
+    record = OrderRecord(order_id, ts, total, points=loyalty.points_for(total))
+    state.loyalty_points += record.points
+    _record_order(state, record)
+    if order_id in state.pending_refunds:
+        _settle_early_refund(state, record, state.pending_refunds.pop(order_id))
+    for item in event.items:
+        if item.category:
+            _affinity(state, item.category, 5.0, ts)
+    # The cart as of the order is bought; lines added after it stay.
+    if ts >= state.cart_updated_at:
+        state.cart.clear()
+    state.cart_updated_at = max(state.cart_updated_at, ts)
+
+
+def _order_refunded(
+    state: CustomerState, event: ev.OrderRefunded, ts: float, loyalty: LoyaltyProgram
+) -> None:
+    order_id, amount = event.order_id, event.amount
+    state.refunds += 1
+    known = next((o for o in state.order_history if o.order_id == order_id), None)
+    if known is not None:
+        _refund(state, known, amount)
+    else:
+        # The order is unknown: too old for the history, or not arrived
+        # yet. A stated amount counts now; the order, if it comes, is
+        # settled against it (see _settle_early_refund).
+        if amount is not None:
+            state.revenue -= amount
+            state.loyalty_points = max(0, state.loyalty_points - loyalty.points_for(amount))
+        _remember_pending(state, order_id, amount)
+
+
+def _points_adjusted(
+    state: CustomerState, event: ev.LoyaltyPointsAdjusted, ts: float, _: Any
+) -> None:
+    state.loyalty_points = max(0, state.loyalty_points + event.points)
+
+
+def _message_sent(state: CustomerState, event: ev.MessageSent, ts: float, _: Any) -> None:
+    _engagement(state, event.message_channel).sent += 1
+
+
+def _message_opened(state: CustomerState, event: ev.MessageOpened, ts: float, _: Any) -> None:
+    _engaged(state, event.message_channel, ts).opened += 1
+
+
+def _message_clicked(state: CustomerState, event: ev.MessageClicked, ts: float, _: Any) -> None:
+    _engaged(state, event.message_channel, ts).clicked += 1
+
+
+def _message_bounced(state: CustomerState, event: ev.MessageBounced, ts: float, _: Any) -> None:
+    _engagement(state, event.message_channel).bounced += 1
+
+
+def _unsubscribed(state: CustomerState, event: ev.MessageUnsubscribed, ts: float, _: Any) -> None:
+    _decide_consent(state, event.message_channel, Consent(False, ts))
+
+
+def _consent_changed(state: CustomerState, event: ev.ConsentChanged, ts: float, _: Any) -> None:
+    _decide_consent(state, event.consent_channel, Consent(event.granted, ts))
+
+
+def _ticket_opened(state: CustomerState, event: ev.SupportTicketOpened, ts: float, _: Any) -> None:
+    if event.ticket_id not in state.open_tickets:
+        state.open_tickets.append(event.ticket_id)
+
+
+def _ticket_closed(state: CustomerState, event: ev.SupportTicketClosed, ts: float, _: Any) -> None:
+    if event.ticket_id in state.open_tickets:
+        state.open_tickets.remove(event.ticket_id)
+
+
+def _identify(state: CustomerState, event: ev.Identify, ts: float, _: Any) -> None:
+    for key, value in msgspec.structs.asdict(event.traits).items():
+        if value is not None and ts >= state.trait_times.get(key, -math.inf):
+            state.traits[key] = value
+            state.trait_times[key] = ts
+
+
+def _no_update(state: CustomerState, event: ev.BaseEvent, ts: float, _: Any) -> None:
+    pass
+
+
+_PROFILE_UPDATES: dict[type, _Update] = {
+    ev.ProductView: _product_view,
+    ev.AddToCart: _add_to_cart,
+    ev.RemoveFromCart: _remove_from_cart,
+    ev.OrderPlaced: _order_placed,
+    ev.OrderRefunded: _order_refunded,
+    ev.LoyaltyPointsAdjusted: _points_adjusted,
+    ev.MessageSent: _message_sent,
+    ev.MessageOpened: _message_opened,
+    ev.MessageClicked: _message_clicked,
+    ev.MessageBounced: _message_bounced,
+    ev.MessageUnsubscribed: _unsubscribed,
+    ev.ConsentChanged: _consent_changed,
+    ev.SupportTicketOpened: _ticket_opened,
+    ev.SupportTicketClosed: _ticket_closed,
+    ev.Identify: _identify,
+}
+
+
+def _update_of(kind: type) -> _Update:
+    """The update of an event class not in the table: that of the nearest base
+    class in it (a subclass updates as its base would), else none."""
+    found = next((_PROFILE_UPDATES[k] for k in kind.__mro__ if k in _PROFILE_UPDATES), _no_update)
+    _PROFILE_UPDATES[kind] = found
+    return found
 
 
 def _affinity(state: CustomerState, category: str, weight: float, ts: float) -> None:
@@ -432,11 +516,47 @@ def _zone(name: str) -> tzinfo:
 
 def _count_hour(state: CustomerState, ts: float) -> None:
     """Activity by hour of day in the customer's own time zone (UTC if unknown)."""
-    zone = _zone(state.traits["timezone"]) if "timezone" in state.traits else UTC
+    name = state.traits.get("timezone")
+    hour = local_hour(ts, UTC if name is None else _zone(name))
+    hours = state.active_hours
+    if not hours:
+        hours = state.active_hours = [0] * 24
+    hours[hour] += 1
+
+
+# Per time zone, a span of event time throughout which the local hour is known:
+# (from, until, hour). Most events fall in the span of the one before.
+_HOUR_SPANS: dict[tzinfo, tuple[float, float, int]] = {}
+_ONE_HOUR = timedelta(hours=1)
+
+
+def local_hour(ts: float, zone: tzinfo) -> int:
+    """``datetime.fromtimestamp(ts, zone).hour``, for most events without a datetime.
+
+    A span is the UTC hour around ``ts`` less a second at either end, so that
+    the rounding of ``ts`` to whole microseconds cannot take it out of the
+    hour. It is kept only where the zone's offset is a whole number of hours
+    and the same at both ends of the hour (no change of the clocks within it):
+    the local hour is then the same throughout.
+    """
+    span = _HOUR_SPANS.get(zone)
+    if span is not None and span[0] <= ts < span[1]:
+        return span[2]
     hour = datetime.fromtimestamp(ts, tz=zone).hour
-    if not state.active_hours:
-        state.active_hours = [0] * 24
-    state.active_hours[hour] += 1
+    start = ts // 3600.0 * 3600.0
+    first = datetime.fromtimestamp(start, tz=zone)
+    last = datetime.fromtimestamp(start + 3599.0, tz=zone)
+    offset = first.utcoffset()
+    if (
+        offset is not None
+        and offset == last.utcoffset()
+        and offset % _ONE_HOUR == timedelta(0)
+        and first.hour == last.hour
+    ):
+        if len(_HOUR_SPANS) >= 1024:
+            _HOUR_SPANS.clear()
+        _HOUR_SPANS[zone] = (start + 1.0, start + 3599.0, first.hour)
+    return hour
 
 
 def _remember_view(state: CustomerState, sku: str, ts: float) -> None:

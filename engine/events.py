@@ -232,8 +232,15 @@ EVENT_TYPES: tuple[type[BaseEvent], ...] = Event.__args__  # type: ignore[attr-d
 EVENT_TYPE_NAMES: tuple[str, ...] = tuple(str(t.__struct_config__.tag) for t in EVENT_TYPES)
 
 
+_TYPE_NAMES: dict[type, str] = dict(zip(EVENT_TYPES, EVENT_TYPE_NAMES, strict=True))
+
+
 def event_type(event: BaseEvent) -> str:
-    return event.__struct_config__.tag  # type: ignore[return-value]
+    """The event's ``type`` (a dictionary lookup: the struct config is made anew on each read)."""
+    try:
+        return _TYPE_NAMES[type(event)]
+    except KeyError:  # a subclass
+        return event.__struct_config__.tag  # type: ignore[return-value]
 
 
 def json_schema() -> dict[str, object]:

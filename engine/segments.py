@@ -1,8 +1,10 @@
 """Built-in segments derived from a profile, kept as Redis sets for targeting.
 
-A segment is a pure function of the state, recomputed after every event; the
-engine emits a change only when membership changes, so the Redis sets are
-written with absolute membership (SADD / SREM), never counted.
+A segment is a pure function of the state, recomputed after every event that
+can change what it reads (``SEGMENT_INPUTS_CHANGED_BY``, a tier change, a
+customer's first event, a merge); the engine emits a change only when
+membership changes, so the Redis sets are written with absolute membership
+(SADD / SREM), never counted.
 """
 
 from __future__ import annotations
@@ -22,6 +24,25 @@ SEGMENTS: dict[str, Callable[[CustomerState], bool]] = {
     ),
     "identified": lambda s: not s.customer_id.startswith("anon:"),
 }
+
+
+# The event types whose profile update can change what SEGMENTS read (orders,
+# cart, open tickets, traits, consent; the customer id never changes). On any
+# other event the segments stay as they were, but for the tier segment, which
+# follows the tier. Keep in step with SEGMENTS and engine.customer's updates:
+# tests/unit/test_segment_inputs.py checks it against a recomputation.
+SEGMENT_INPUTS_CHANGED_BY = frozenset(
+    {
+        "order_placed",
+        "add_to_cart",
+        "remove_from_cart",
+        "support_ticket_opened",
+        "support_ticket_closed",
+        "identify",
+        "consent_changed",
+        "message_unsubscribed",
+    }
+)
 
 
 def segments_of(state: CustomerState) -> list[str]:

@@ -1,9 +1,11 @@
 """What the engine keeps or skips per event for speed gives what recomputing would.
 
-The serving view is built without a generic filter of default values: it is
-checked against that reference, before and after a snapshot. And the whole
-engine against a digest of what it decided and wrote for a fixed stream before
-the hot path was rewritten.
+The hot path does not rebuild everything on every event: segments are
+recomputed only after the events that can change what they read, the serving
+view is built without a generic default filter, and the local hour of an
+event comes from a per-zone span. Each is checked here against a
+recomputation from scratch, and the whole engine against a digest of what it
+decided and wrote for a fixed stream before these shortcuts existed.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import hashlib
 import math
 import random
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 from hypothesis import example, given, settings
@@ -21,7 +24,7 @@ from hypothesis import strategies as st
 
 from engine import events as ev
 from engine import identity
-from engine.customer import Engine, ProfileChanged
+from engine.customer import Engine, ProfileChanged, SegmentsChanged, local_hour
 from engine.decode import event_decoder
 from engine.loyalty import DEFAULT_PROGRAM, LoyaltyProgram, Tier
 from engine.profile import (
@@ -34,6 +37,7 @@ from engine.profile import (
     encode_view,
     profile_view,
 )
+from engine.segments import SEGMENT_INPUTS_CHANGED_BY, segments_of
 from tests.rules_helpers import compile_rules
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC).timestamp()
@@ -104,7 +108,8 @@ def make_event(
 
 
 def test_every_event_type_can_be_made() -> None:
-    """A new event type must be added above."""
+    """A new event type must be added above, and to SEGMENT_INPUTS_CHANGED_BY if
+    its profile update changes what a segment reads."""
     for kind in ev.EVENT_TYPE_NAMES:
         assert ev.event_type(make_event(kind, 1, T0, lambda s: s[0], customer_id="c1")) == kind
 
@@ -133,6 +138,52 @@ def histories(draw: st.DrawFn, customer: str = "c1") -> list[ev.BaseEvent]:
 
 # A small programme, so that a few orders reach a tier.
 PROGRAM = LoyaltyProgram(tiers=(Tier("member", 0), Tier("silver", 250)), window_days=30)
+
+
+# Segments -----------------------------------------------------------------------------
+
+
+@given(histories(), st.booleans())
+@settings(max_examples=150, deadline=None)
+def test_segments_kept_incrementally_are_the_recomputed_ones(
+    events: list[ev.BaseEvent], through_snapshots: bool
+) -> None:
+    """After any history, the segments equal segments_of(state), and every change
+    in membership was said by a SegmentsChanged of exactly that difference."""
+    engine = Engine(loyalty=PROGRAM)
+    state: CustomerState | None = None
+    said: set[str] = set()
+    for event in events:
+        state, effects = engine.apply(state, event)
+        for e in effects:
+            if isinstance(e, SegmentsChanged):
+                assert not set(e.added) & said and set(e.removed) <= said
+                said = (said | set(e.added)) - set(e.removed)
+        assert state.segments == segments_of(state)
+        assert said == set(state.segments)
+        if through_snapshots:
+            state = decode_state(encode_state(state))
+
+
+@given(histories("c1"), histories("anon:a"))
+@settings(max_examples=60, deadline=None)
+def test_segments_after_a_merge_are_the_recomputed_ones(
+    known: list[ev.BaseEvent], anonymous: list[ev.BaseEvent]
+) -> None:
+    engine = Engine(loyalty=PROGRAM)
+    state: CustomerState | None = None
+    other: CustomerState | None = None
+    for event in known:
+        state, _ = engine.apply(state, event)
+    for event in anonymous:
+        other, _ = engine.apply(other, event)
+    assert other is not None
+    state, _ = engine.absorb(state, other, "c1")
+    assert state.segments == segments_of(state)
+
+
+def test_segment_inputs_changed_by_are_event_types() -> None:
+    assert set(SEGMENT_INPUTS_CHANGED_BY) <= set(ev.EVENT_TYPE_NAMES)
 
 
 # The serving view ---------------------------------------------------------------------
@@ -269,6 +320,50 @@ def test_round4_is_round_next_to_halves(units: int, nudge: int) -> None:
     for _ in range(abs(nudge)):
         x = math.nextafter(x, math.copysign(math.inf, nudge))
     assert _round4(x) == round(x, 4)
+
+
+# The local hour -----------------------------------------------------------------------
+
+HOUR_ZONES: list[tzinfo] = [UTC] + [
+    ZoneInfo(z)
+    for z in (
+        "Europe/Paris",  # summer time
+        "Asia/Kolkata",  # half an hour off UTC
+        "Asia/Kathmandu",
+        "Australia/Lord_Howe",  # changes its clocks by half an hour
+        "America/St_Johns",
+    )
+]
+TRANSITIONS = [
+    datetime(2026, 3, 29, 1, tzinfo=UTC).timestamp(),  # Paris: clocks go forward
+    datetime(2026, 10, 25, 1, tzinfo=UTC).timestamp(),  # and back
+    datetime(2026, 4, 4, 15, tzinfo=UTC).timestamp(),  # Lord Howe
+    datetime(1911, 3, 11, tzinfo=UTC).timestamp(),  # Paris leaves its local mean time
+    0.0,
+]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(TRANSITIONS),
+            st.floats(-3 * 3600, 3 * 3600),
+            st.sampled_from([0.0, 0.4999995, 0.9999995, 0.9999996, -0.0000004]),
+            st.sampled_from(HOUR_ZONES),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+@settings(max_examples=300)
+def test_the_local_hour_is_the_datetime_hour(
+    points: list[tuple[float, float, float, tzinfo]],
+) -> None:
+    """In any order (the span of the previous event in a zone is tried first),
+    including microseconds that round into the next second at an hour's end."""
+    for base, offset, fraction, zone in points:
+        ts = math.floor(base + offset) + fraction
+        assert local_hour(ts, zone) == datetime.fromtimestamp(ts, tz=zone).hour
 
 
 # The whole engine: a digest of a fixed stream ------------------------------------------
