@@ -33,7 +33,9 @@ from engine.profile import (
     Engagement,
     OrderRecord,
     Viewed,
+    points_refunded,
 )
+from engine.profile import points_held as points_held  # re-exported for callers
 from engine.rules.ruleset import RuleBook, RuleSet
 from engine.rules.runtime import Rules
 from engine.segments import SEGMENT_INPUTS_CHANGED_BY, segments_of
@@ -417,11 +419,11 @@ def _refund(state: CustomerState, record: OrderRecord, amount: float | None) -> 
     state.tier_review_at = 0.0  # the rolling spend changed
     refundable = record.total - record.refunded
     refund = refundable if amount is None else min(amount, refundable)
-    points_before = _points_refunded(record)
+    points_before = points_refunded(record)
     record.refunded += refund
     state.revenue -= refund
     if not record.expired:
-        taken = _points_refunded(record) - points_before
+        taken = points_refunded(record) - points_before
         state.loyalty_points = max(0, state.loyalty_points - taken)
 
 
@@ -438,19 +440,8 @@ def _expire_points(state: CustomerState, ts: float, expire_s: float) -> None:
         if order.expired or order.points <= 0:
             continue
         order.expired = True
-        remaining = order.points - _points_refunded(order)
+        remaining = order.points - points_refunded(order)
         state.loyalty_points = max(0, state.loyalty_points - remaining)
-
-
-def points_held(record: OrderRecord) -> int:
-    """Points an order still contributes: earned, less refunded, none once expired."""
-    return 0 if record.expired else record.points - _points_refunded(record)
-
-
-def _points_refunded(record: OrderRecord) -> int:
-    if record.total <= 0:
-        return record.points if record.refunded > 0 else 0
-    return int(record.points * min(1.0, record.refunded / record.total) + 1e-9)
 
 
 def _settle_early_refund(state: CustomerState, record: OrderRecord, amount: float | None) -> None:

@@ -73,6 +73,17 @@ class OrderRecord(msgspec.Struct, array_like=True):
     expired: bool = False  # its points have expired (rules/loyalty.yaml points_expire_days)
 
 
+def points_held(record: OrderRecord) -> int:
+    """Points an order still contributes: earned, less refunded, none once expired."""
+    return 0 if record.expired else record.points - points_refunded(record)
+
+
+def points_refunded(record: OrderRecord) -> int:
+    if record.total <= 0:
+        return record.points if record.refunded > 0 else 0
+    return int(record.points * min(1.0, record.refunded / record.total) + 1e-9)
+
+
 class Engagement(msgspec.Struct, array_like=True):
     """Messages per channel: sent, opened, clicked, bounced, and the last engagement."""
 

@@ -29,7 +29,7 @@ import msgspec
 
 from engine import events as ev
 from engine.loyalty import LoyaltyProgram
-from engine.profile import CustomerState
+from engine.profile import CustomerState, points_held
 from engine.rules.celtypes import (
     BOOL,
     DOUBLE,
@@ -120,7 +120,14 @@ class Scope:
     def inputs(self, names: tuple[str, ...]) -> tuple[Any, ...]:
         """The values of the flat variables an expression reads, computed once per scope."""
         values = self.values
-        return tuple([values[name] if name in values else self.value(name) for name in names])
+        out = []
+        for name in names:
+            if name in values:
+                out.append(values[name])
+            else:
+                value = values[name] = GETTERS[name](self)
+                out.append(value)
+        return tuple(out)
 
     def value(self, name: str) -> Any:
         """One flat variable's value, computed once per scope."""
@@ -202,8 +209,6 @@ def points_expiry(state: CustomerState, loyalty: LoyaltyProgram, now: float) -> 
     Points expire ``points_expire_days`` after the order that earned them
     (rules/loyalty.yaml); (0, 0) when points never expire or none are held.
     """
-    from engine.customer import points_held  # the engine's own bookkeeping of points
-
     expire_s = loyalty.points_expire_s
     if expire_s is None or state.loyalty_points <= 0:
         return 0.0, 0

@@ -55,15 +55,21 @@ class Expression:
         """The result for this scope; CEL errors raise (ValueError, TypeError, ...)."""
         if self.direct:
             return scope.value(self.needs[0])
-        key = scope.inputs(self.needs)
+        inputs = scope.inputs(self.needs)
+        key: tuple[Any, ...] = inputs
+        memo = self._memo
         try:
-            return self._memo[key]
+            return memo[key]
         except KeyError:
             pass
-        except TypeError:  # an input is a list or a map: not remembered
-            return self._execute(key)
-        result = self._execute(key)
-        memo = self._memo
+        except TypeError:  # an input is a list or a map: remembered by a frozen copy
+            try:
+                key = tuple([_frozen(v) for v in inputs])
+                if key in memo:
+                    return memo[key]
+            except TypeError:  # something else unhashable in it: not remembered
+                return self._execute(inputs)
+        result = self._execute(inputs)
         if len(memo) >= _MEMO_SIZE:
             memo.clear()
         memo[key] = result
@@ -74,6 +80,35 @@ class Expression:
         if self.functions:
             values.update(EXTRA_FUNCTIONS)
         return self.program.execute(values)
+
+
+class _Frozen(tuple[Any, ...]):
+    """A list or map input as a memo key: its type and its elements in order."""
+
+    __slots__ = ()
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in for an input that holds the same values: containers by
+    type and content in order (a map's order can show in a result), and inside
+    them each value with its type (CEL tells 1, 1.0 and true apart) and a float
+    by its bits."""
+    if isinstance(value, list | tuple):
+        for v in value:
+            if type(v) is not str:
+                return _Frozen((list, *[_frozen_item(v) for v in value]))
+        return _Frozen((list, str, *value))  # the common case: a list of strings
+    if isinstance(value, dict):
+        return _Frozen((dict, *[(_frozen_item(k), _frozen_item(v)) for k, v in value.items()]))
+    return value
+
+
+def _frozen_item(value: Any) -> Any:
+    if isinstance(value, list | tuple | dict):
+        return _frozen(value)
+    if isinstance(value, float):  # -0.0 == 0.0, yet CEL may print them apart
+        return (float, value.hex())
+    return (type(value), value)
 
 
 @dataclass(frozen=True)

@@ -68,8 +68,9 @@ class Rules:
         """Decisions an event (at ``ts``) causes, after it has been applied to the profile.
 
         The hot path: most events concern few rules, so only the rules indexed
-        under the event's type are looked at, and a scope is made only for
-        those that evaluate anything.
+        under the event's type are looked at, a rule is skipped on what its
+        state says before anything is evaluated, and the one scope of the
+        event is made only when something evaluates.
         """
         rules = self.book.at(ts)
         if not rules.rules:
@@ -78,27 +79,32 @@ class Rules:
         plan = rules.plans.get(kind, EMPTY_PLAN)
         out: list[RuleEffect] = []
         scope: Scope | None = None
-        if plan.evaluates:
-            scope = self._scope(rules, state, event, ts)
-            for rule in plan.goals:
-                self._convert(rules, rule, state, scope, out)
-            for rule in plan.cancels:
-                self._cancel(rules, rule, state, kind, scope, out)
-            journeys = state.journeys
-            for rule in plan.enters:
-                if not rule.active_from <= ts < rule.active_until:
+        journeys = state.journeys
+        for rule in plan.goals:
+            journey = journeys.get(rule.id)
+            if journey is None or not journey.goal_group:
+                continue  # no conversion to attribute
+            scope = scope or self._scope(rules, state, event, ts)
+            self._convert(rules, rule, state, scope, out)
+        for rule in plan.cancels:
+            if _find_waiting(state, rule.id) is None:
+                continue  # nothing to cancel
+            scope = scope or self._scope(rules, state, event, ts)
+            self._cancel(rules, rule, state, kind, scope, out)
+        for rule in plan.enters:
+            if not rule.active_from <= ts < rule.active_until:
+                continue
+            journey = journeys.get(rule.id)
+            if rule.max_entries is not None and journey and journey.entries >= rule.max_entries:
+                continue
+            if rule.waits and not rule.restart and _find(state, rule.id, WAIT) is not None:
+                continue  # waiting already, and a new trigger would change nothing
+            when = rule.trigger.when  # type: ignore[union-attr]
+            if when is not None:
+                scope = scope or self._scope(rules, state, event, ts)
+                if not _check(rules, rule, state, when, scope.for_rule(rule.id, journey), out):
                     continue
-                journey = journeys.get(rule.id)
-                if rule.max_entries is not None and journey and journey.entries >= rule.max_entries:
-                    continue
-                if rule.waits and not rule.restart and _find(state, rule.id, WAIT) is not None:
-                    continue  # waiting already, and a new trigger would change nothing
-                when = rule.trigger.when  # type: ignore[union-attr]
-                if when is not None and not _check(
-                    rules, rule, state, when, scope.for_rule(rule.id, journey), out
-                ):
-                    continue
-                self._enter(rules, rule, state, event.event_id, event, ts, out)
+            self._enter(rules, rule, state, event.event_id, event, ts, out)
         for rule in rules.attribute_rules:
             trigger = rule.trigger
             assert isinstance(trigger, AttributeTrigger)
@@ -107,11 +113,13 @@ class Rules:
             else:
                 scope = scope or self._scope(rules, state, event, ts)
                 new = trigger.read(scope)
-            crossed = _crossed(trigger, before.get(trigger.attribute), new, self.loyalty)
-            if crossed and self._may_enter(rule, state, ts):
+            old = before.get(trigger.attribute)
+            if old is None or old == new:
+                continue  # the common case, as _crossed would decide it
+            if _crossed(trigger, old, new, self.loyalty) and self._may_enter(rule, state, ts):
                 self._enter(rules, rule, state, event.event_id, event, ts, out)
-        for rule_id, after_s in plan.activity:
-            _arm(state, rule_id, INACTIVE, ts + after_s, event.event_id, event)
+        if plan.activity:
+            _arm_inactivity(state, plan.activity, ts, event)
         # Dates are looked at on a customer's first event under a rule version,
         # then only on the events that can change them (an identify, an order).
         if state.rules_version != rules.version:
@@ -522,6 +530,14 @@ def _check(
         return False
 
 
+def _find_waiting(state: CustomerState, rule_id: str) -> Pending | None:
+    """The rule's first wait or deferred action, if any (what a cancel can cancel)."""
+    for p in state.pending:
+        if p.rule_id == rule_id and (p.kind == WAIT or p.kind == DEFER):
+            return p
+    return None
+
+
 def _find(state: CustomerState, rule_id: str, kind: str) -> Pending | None:
     for p in state.pending:
         if p.rule_id == rule_id and p.kind == kind:
@@ -529,20 +545,22 @@ def _find(state: CustomerState, rule_id: str, kind: str) -> Pending | None:
     return None
 
 
-def _arm(
-    state: CustomerState,
-    rule_id: str,
-    kind: str,
-    due: float,
-    origin_id: str,
-    event: ev.BaseEvent | None,
+def _arm_inactivity(
+    state: CustomerState, activity: tuple[tuple[str, float], ...], ts: float, event: ev.BaseEvent
 ) -> None:
-    """Set or push back a rule's pending action of this kind (never bring it forward)."""
-    found = _find(state, rule_id, kind)
-    if found is None:
-        state.pending.append(Pending(rule_id, kind, due, origin_id, 0, kept(event)))
-    elif due >= found.due:
-        found.due, found.origin_id, found.event = due, origin_id, kept(event)
+    """Set or push back the pending action of each inactivity trigger an activity
+    event resets (never bring one forward). In place: it runs on most events."""
+    origin_id = event.event_id
+    origin = kept(event)
+    for rule_id, after_s in activity:
+        due = ts + after_s
+        for found in state.pending:
+            if found.rule_id == rule_id and found.kind == INACTIVE:
+                if due >= found.due:
+                    found.due, found.origin_id, found.event = due, origin_id, origin
+                break
+        else:
+            state.pending.append(Pending(rule_id, INACTIVE, due, origin_id, 0, origin))
 
 
 def _count_entry(journey: Journey, origin_id: str, at: float) -> None:

@@ -2,10 +2,11 @@
 
 The hot path does not rebuild everything on every event: segments are
 recomputed only after the events that can change what they read, the serving
-view is built without a generic default filter, and the local hour of an
-event comes from a per-zone span. Each is checked here against a
-recomputation from scratch, and the whole engine against a digest of what it
-decided and wrote for a fixed stream before these shortcuts existed.
+view is built without a generic default filter, CEL results are remembered
+for list inputs too, and the local hour of an event comes from a per-zone
+span. Each is checked here against a recomputation from scratch, and the
+whole engine against a digest of what it decided and wrote for a fixed
+stream before these shortcuts existed.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from engine.profile import (
     encode_view,
     profile_view,
 )
+from engine.rules.ruleset import Expression, _frozen
 from engine.segments import SEGMENT_INPUTS_CHANGED_BY, segments_of
 from tests.rules_helpers import compile_rules
 
@@ -364,6 +366,69 @@ def test_the_local_hour_is_the_datetime_hour(
     for base, offset, fraction, zone in points:
         ts = math.floor(base + offset) + fraction
         assert local_hour(ts, zone) == datetime.fromtimestamp(ts, tz=zone).hour
+
+
+# Remembered CEL results -----------------------------------------------------------------
+
+
+class CountingProgram:
+    def __init__(self, program: Any) -> None:
+        self.program = program
+        self.runs = 0
+
+    def execute(self, values: dict[str, Any]) -> Any:
+        self.runs += 1
+        return self.program.execute(values)
+
+
+def test_list_inputs_are_told_apart_by_types_bits_and_order() -> None:
+    assert _frozen(["a", "b"]) != _frozen(["b", "a"])
+    assert _frozen([1]) != _frozen([1.0]) != _frozen([True])
+    assert _frozen([0.0]) != _frozen([-0.0])
+    assert _frozen([{"a": 1, "b": 2}]) != _frozen([{"b": 2, "a": 1}])
+    assert _frozen({"a": [1]}) == _frozen({"a": [1]})
+    assert _frozen(["1"]) != _frozen([1])
+    assert hash(_frozen([{"a": [1, "x", None]}])) is not None
+
+
+def test_an_expression_on_a_list_is_remembered_and_gives_what_running_it_gives() -> None:
+    rules = compile_rules(
+        {
+            "r.yaml": "id: r\ntrigger:\n  event: order_placed\n"
+            '  when: event.categories.exists(c, c == "kitchen")\n'
+            "action: {channel: webhook, template: t}\n"
+        }
+    )
+    rule = rules.by_id["r"]
+    when = rule.trigger.when  # type: ignore[union-attr]
+    assert isinstance(when, Expression)
+    counting = CountingProgram(when.program)
+    expression = Expression(when.source, counting, when.needs, when.functions)
+    engine = Engine(rules)
+    results = []
+    for n, categories in enumerate(
+        [["kitchen"], ["toys"], ["kitchen"], ["toys", "kitchen"], ["toys"], ["kitchen"]]
+    ):
+        order = event_decoder.decode(
+            msgspec.json.encode(
+                {
+                    "type": "order_placed",
+                    "event_id": f"e{n}",
+                    "customer_id": "c1",
+                    "timestamp": "2026-01-01T00:00:00Z",
+                    "order_id": f"o{n}",
+                    "total": 1.0,
+                    "items": [{"sku": c, "price": 1.0, "category": c} for c in categories],
+                }
+            )
+        )
+        scope = engine.rules._scope(rules, CustomerState(customer_id="c1"), order, order.ts)
+        results.append(expression.evaluate(scope))
+        assert results[-1] == when.program.execute(
+            dict(zip(when.needs, scope.inputs(when.needs), strict=True))
+        )
+    assert results == [True, False, True, True, False, True]
+    assert counting.runs == 3  # once per distinct list of categories
 
 
 # The whole engine: a digest of a fixed stream ------------------------------------------
