@@ -30,8 +30,13 @@ class Context(Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=Fal
     timezone: str | None = None
 
 
-class BaseEvent(Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type"):
-    """Fields every event carries. At least one of customer_id / anonymous_id."""
+class BaseEvent(Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type", gc=False):
+    """Fields every event carries. At least one of customer_id / anonymous_id.
+
+    ``gc=False``: an event holds only values (no event can hold itself), and the
+    latest events stay in customers' pending actions, where tracking them would
+    only lengthen every full collection.
+    """
 
     event_id: Id
     customer_id: Id | None = None

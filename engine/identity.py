@@ -23,7 +23,10 @@ from engine.privacy import EraseAnonymous, EraseCustomer
 from engine.profile import CustomerState
 
 
-class AnonymousState(msgspec.Struct, kw_only=True):
+class AnonymousState(msgspec.Struct, kw_only=True, gc=False):
+    """An anonymous id's own profile until linked (not tracked by the cyclic GC,
+    as CustomerState)."""
+
     anonymous_id: str
     customer_id: str | None = None
     profile: CustomerState | None = None

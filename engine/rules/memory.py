@@ -18,8 +18,11 @@ INACTIVE = "inactive"  # an inactivity trigger, re-armed by every activity
 DATE = "date"  # a date trigger (birthday, points expiry)
 
 
-class Pending(msgspec.Struct, array_like=True):
-    """A timed action: when ``due`` (event time) passes, the rule acts or enters."""
+class Pending(msgspec.Struct, array_like=True, gc=False):
+    """A timed action: when ``due`` (event time) passes, the rule acts or enters.
+
+    Not tracked by the cyclic GC: it holds values and an event (see CustomerState).
+    """
 
     rule_id: str
     kind: str

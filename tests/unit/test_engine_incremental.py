@@ -11,6 +11,7 @@ stream before these shortcuts existed.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import math
 import random
@@ -172,7 +173,14 @@ def test_segments_kept_incrementally_are_the_recomputed_ones(
 def test_segments_after_a_merge_are_the_recomputed_ones(
     known: list[ev.BaseEvent], anonymous: list[ev.BaseEvent]
 ) -> None:
-    engine = Engine(loyalty=PROGRAM)
+    state = merged(Engine(loyalty=PROGRAM), known, anonymous)
+    assert state.segments == segments_of(state)
+
+
+def merged(
+    engine: Engine, known: list[ev.BaseEvent], anonymous: list[ev.BaseEvent]
+) -> CustomerState:
+    """The profile of c1 after its own events and those of an anonymous id merged into it."""
     state: CustomerState | None = None
     other: CustomerState | None = None
     for event in known:
@@ -181,11 +189,63 @@ def test_segments_after_a_merge_are_the_recomputed_ones(
         other, _ = engine.apply(other, event)
     assert other is not None
     state, _ = engine.absorb(state, other, "c1")
-    assert state.segments == segments_of(state)
+    return state
 
 
 def test_segment_inputs_changed_by_are_event_types() -> None:
     assert set(SEGMENT_INPUTS_CHANGED_BY) <= set(ev.EVENT_TYPE_NAMES)
+
+
+@given(histories("c1"), histories("anon:a"))
+@settings(max_examples=30, deadline=None)
+def test_states_hold_no_reference_cycle_the_gc_would_have_to_find(
+    known: list[ev.BaseEvent], anonymous: list[ev.BaseEvent]
+) -> None:
+    """States, pending actions and events opt out of the cyclic GC (gc=False),
+    which is sound only while nothing in a state refers back to something that
+    holds it: after histories and a merge, no object in a state reaches itself."""
+    state = merged(Engine(compile_rules(RULES), loyalty=PROGRAM), known, anonymous)
+    assert not gc.is_tracked(state) and not gc.is_tracked(known[0])
+    assert all(not gc.is_tracked(p) for p in state.pending)
+    assert not has_cycle(state)
+
+
+def has_cycle(root: object) -> bool:
+    """Whether anything reachable from ``root`` reaches itself (a walk through
+    struct fields, since untracked structs show no referents to the gc module)."""
+    on_path: set[int] = set()
+    done: set[int] = set()
+
+    def children(obj: object) -> list[object]:
+        if isinstance(obj, msgspec.Struct):
+            return [getattr(obj, f) for f in obj.__struct_fields__]
+        if isinstance(obj, dict):
+            return [*obj.keys(), *obj.values()]
+        if isinstance(obj, list | tuple | set | frozenset):
+            return list(obj)
+        return [] if isinstance(obj, type) else list(gc.get_referents(obj))
+
+    def visit(obj: object) -> bool:
+        if id(obj) in on_path:
+            return True
+        if id(obj) in done:
+            return False
+        on_path.add(id(obj))
+        found = any(visit(child) for child in children(obj))
+        on_path.discard(id(obj))
+        done.add(id(obj))
+        return found
+
+    return visit(root)
+
+
+def test_the_cycle_walk_finds_a_cycle() -> None:
+    state = CustomerState(customer_id="c1")
+    assert not has_cycle(state)
+    loop: list[object] = []
+    loop.append(loop)
+    state.traits = {"x": loop}  # type: ignore[dict-item]
+    assert has_cycle(state)
 
 
 # The serving view ---------------------------------------------------------------------
