@@ -4,10 +4,10 @@ redis-py's pipeline spends Python time on every command it queues (argument
 handling, a command object, a response callback): 16 to 24 us per HSET of a
 650-byte view here, more than the engine spends on most events. The flow's
 sinks only write absolute values and need no replies but errors, so they hand
-a batch of commands to redis-py's own packer and connection, send them in one
-write and read the replies back in one pass: 8.5 us per HSET, measured side by
-side. Every write is absolute, so sending a batch again after a dropped
-connection is safe.
+a batch of commands, packed by hiredis (the parser redis-py itself uses), to
+redis-py's connection in one write and read the replies back in one pass:
+8.5 us per HSET, measured side by side. Every write is absolute, so sending a
+batch again after a dropped connection is safe.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import redis
+from hiredis import pack_command
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -34,14 +35,13 @@ def write_all(client: redis.Redis, commands: list[Command], attempts: int = 3) -
     """
     if not commands:
         return
+    packed = b"".join([pack_command(command) for command in commands])
     pool = client.connection_pool
     connection = pool.get_connection()
     try:
         for attempt in range(1, attempts + 1):
             try:
-                connection.send_packed_command(
-                    connection.pack_commands(commands), check_health=False
-                )
+                connection.send_packed_command([packed], check_health=False)
                 failed: ResponseError | None = None
                 for _ in commands:
                     try:
