@@ -202,7 +202,8 @@ class Engine:
         have changed (see engine.segments.SEGMENT_INPUTS_CHANGED_BY).
         """
         tier = state.tier
-        if not tier or max(state.last_seen, ts) >= state.tier_review_at:
+        review_at = state.tier_review_at
+        if not tier or state.last_seen >= review_at or ts >= review_at:
             self._update_tier(state, ts)
             inputs_changed = inputs_changed or state.tier != tier
         if not inputs_changed:

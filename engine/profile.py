@@ -277,10 +277,12 @@ def profile_view(state: CustomerState, window_s: float = 365 * 86400.0) -> Profi
         cart_quantity += c.quantity
         cart.append(CartItemView(c.sku, c.quantity, c.price, c.category, c.name))
     exp = math.exp
-    affinity = {  # Decayed.at_time(last_seen), inlined
-        category: _round4(d.value * exp(min(0.0, d.at - last_seen) / AFFINITY_TAU_S))
-        for category, d in state.affinity.items()
-    }
+    affinity = {}
+    for category, d in state.affinity.items():  # Decayed.at_time(last_seen), inlined:
+        ago = d.at - last_seen  # min(0.0, ago) is ago if it is negative, else 0.0
+        affinity[category] = _round4(
+            d.value * exp(ago / AFFINITY_TAU_S) if ago < 0.0 else d.value * 1.0  # exp(0.0)
+        )
     revenue = state.revenue
     orders = state.orders
     hours = state.active_hours
