@@ -23,7 +23,10 @@ AFFINITY_TAU_S = 30 * 86400.0  # category affinity halves in about three weeks
 MAX_ORDERS_KEPT = 200  # order history kept for refunds and rolling spend
 
 
-class CartLine(msgspec.Struct, array_like=True):
+# The Structs a state is made of hold values only and are not tracked by the
+# cyclic GC (gc=False), see CustomerState; a dict of untracked values is then
+# not tracked either.
+class CartLine(msgspec.Struct, array_like=True, gc=False):
     sku: str
     quantity: int
     price: float
@@ -32,13 +35,13 @@ class CartLine(msgspec.Struct, array_like=True):
     price_at: float = 0.0  # event time of the price
 
 
-class Viewed(msgspec.Struct, array_like=True):
+class Viewed(msgspec.Struct, array_like=True, gc=False):
     sku: str
     ts: float
     views: int = 1  # times viewed (while the SKU stays among the recent items)
 
 
-class Consent(msgspec.Struct, array_like=True):
+class Consent(msgspec.Struct, array_like=True, gc=False):
     granted: bool
     ts: float
 
@@ -47,7 +50,7 @@ class Consent(msgspec.Struct, array_like=True):
         return (self.ts, not self.granted) >= (other.ts, not other.granted)
 
 
-class Decayed(msgspec.Struct, array_like=True):
+class Decayed(msgspec.Struct, array_like=True, gc=False):
     """An exponentially decaying score: ``value`` as of time ``at``."""
 
     value: float
@@ -64,7 +67,7 @@ class Decayed(msgspec.Struct, array_like=True):
         return self.value * math.exp(min(0.0, self.at - ts) / AFFINITY_TAU_S)
 
 
-class OrderRecord(msgspec.Struct, array_like=True):
+class OrderRecord(msgspec.Struct, array_like=True, gc=False):
     order_id: str
     ts: float
     total: float
@@ -84,7 +87,7 @@ def points_refunded(record: OrderRecord) -> int:
     return int(record.points * min(1.0, record.refunded / record.total) + 1e-9)
 
 
-class Engagement(msgspec.Struct, array_like=True):
+class Engagement(msgspec.Struct, array_like=True, gc=False):
     """Messages per channel: sent, opened, clicked, bounced, and the last engagement."""
 
     sent: int = 0
@@ -104,10 +107,11 @@ class CustomerState(msgspec.Struct, kw_only=True, gc=False):
     Mutable for speed: ``apply`` owns the state it is given and returns it.
     Snapshots pickle it; msgspec Structs pickle compactly.
 
-    ``gc=False`` (as for Pending, events and AnonymousState): a state is a tree
-    of values that never refers back to itself, so the cyclic collector has
-    nothing to find in it; untracked, the states a worker holds do not make
-    each full collection longer (a quarter of the tracked objects per customer).
+    ``gc=False`` (as for the Structs it holds, events and AnonymousState): a
+    state is a tree of values that never refers back to itself, so the cyclic
+    collector has nothing to find in it. Untracked, the states a worker holds
+    do not lengthen every full collection: a customer is 8 tracked objects (its
+    lists) instead of 15, and the youngest generation fills half as fast.
     """
 
     customer_id: str

@@ -18,11 +18,10 @@ INACTIVE = "inactive"  # an inactivity trigger, re-armed by every activity
 DATE = "date"  # a date trigger (birthday, points expiry)
 
 
+# The Structs below are not tracked by the cyclic GC (gc=False): values only,
+# see engine.profile.CustomerState.
 class Pending(msgspec.Struct, array_like=True, gc=False):
-    """A timed action: when ``due`` (event time) passes, the rule acts or enters.
-
-    Not tracked by the cyclic GC: it holds values and an event (see CustomerState).
-    """
+    """A timed action: when ``due`` (event time) passes, the rule acts or enters."""
 
     rule_id: str
     kind: str
@@ -33,7 +32,7 @@ class Pending(msgspec.Struct, array_like=True, gc=False):
     armed_from: str = ""  # date triggers: the attribute value the date came from
 
 
-class Journey(msgspec.Struct, array_like=True):
+class Journey(msgspec.Struct, array_like=True, gc=False):
     """One rule's history with one customer."""
 
     entries: int = 0
@@ -48,7 +47,7 @@ class Journey(msgspec.Struct, array_like=True):
     goal_trigger: str = ""
 
 
-class Sent(msgspec.Struct, array_like=True):
+class Sent(msgspec.Struct, array_like=True, gc=False):
     """A marketing message the engine decided to send (for caps and smart sending)."""
 
     ts: float

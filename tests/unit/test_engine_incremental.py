@@ -207,6 +207,8 @@ def test_states_hold_no_reference_cycle_the_gc_would_have_to_find(
     state = merged(Engine(compile_rules(RULES), loyalty=PROGRAM), known, anonymous)
     assert not gc.is_tracked(state) and not gc.is_tracked(known[0])
     assert all(not gc.is_tracked(p) for p in state.pending)
+    for values in (state.affinity, state.cart, state.journeys, state.consent, state.engagement):
+        assert not gc.is_tracked(values)  # it holds untracked Structs only
     assert not has_cycle(state)
 
 
