@@ -284,8 +284,10 @@ def profile_view(state: CustomerState, window_s: float = 365 * 86400.0) -> Profi
     affinity = {}
     for category, d in state.affinity.items():  # Decayed.at_time(last_seen), inlined:
         ago = d.at - last_seen  # min(0.0, ago) is ago if it is negative, else 0.0
-        affinity[category] = _round4(
-            d.value * exp(ago / AFFINITY_TAU_S) if ago < 0.0 else d.value * 1.0  # exp(0.0)
+        affinity[category] = _round(
+            d.value * exp(ago / AFFINITY_TAU_S) if ago < 0.0 else d.value * 1.0,  # exp(0.0)
+            4,
+            1e4,
         )
     revenue = state.revenue
     orders = state.orders
@@ -307,16 +309,16 @@ def profile_view(state: CustomerState, window_s: float = 365 * 86400.0) -> Profi
         state.category_views,
         affinity,
         cart,
-        round(cart_value, 2) + 0.0 or _FLOAT_0 if cart_value else _FLOAT_0,
+        _round(cart_value, 2, 1e2) + 0.0 or _FLOAT_0 if cart_value else _FLOAT_0,
         cart_quantity or _INT_0,
         state.cart_updated_at or _FLOAT_0,
         orders or _INT_0,
-        round(revenue, 2) + 0.0 or _FLOAT_0 if revenue else _FLOAT_0,
-        round(revenue / orders, 2) + 0.0 or _FLOAT_0 if orders else _FLOAT_0,
+        _round(revenue, 2, 1e2) + 0.0 or _FLOAT_0 if revenue else _FLOAT_0,
+        _round(revenue / orders, 2, 1e2) + 0.0 or _FLOAT_0 if orders else _FLOAT_0,
         state.refunds or _INT_0,
         state.last_order_at or _FLOAT_0,
         orders_12m or _INT_0,
-        round(spend_12m, 2) + 0.0 or _FLOAT_0 if spend_12m else _FLOAT_0,
+        _round(spend_12m, 2, 1e2) + 0.0 or _FLOAT_0 if spend_12m else _FLOAT_0,
         state.loyalty_points or _INT_0,
         state.tier or _STR,
         state.previous_tier or _STR,
@@ -346,23 +348,24 @@ _STR: str = _VIEW_DEFAULTS["tier"]
 _NO_HOUR: int = _VIEW_DEFAULTS["preferred_hour"]
 
 
-def _round4(x: float) -> float:
-    """``round(x, 4)`` exactly, mostly without its decimal conversion (which
-    would be the costliest step of a view, once per category).
+def _round(x: float, digits: int, scale: float) -> float:
+    """``round(x, digits)`` exactly, mostly without its decimal conversion (which
+    would be the costliest step of a view); ``scale`` is ``10.0 ** digits``.
 
-    ``y = x * 1e4`` is within half an ulp of the exact product, and below 1e12
-    an ulp is under 2**-12. So where the integer ``r`` nearest ``y`` is less
-    than 0.499 from it, ``r`` is also nearest the exact product, and not by a
-    tie: the correctly rounded value round() finds. And ``r / 1e4``, a division
-    of exact operands, is the double nearest to ``r`` * 10**-4, as round()
-    returns. Near ties, for large values and for zero (its sign), round() decides.
+    ``y = x * scale`` is within half an ulp of the exact product, and below
+    1e12 an ulp is under 2**-12. So where the integer ``r`` nearest ``y`` is
+    less than 0.499 from it, ``r`` is also nearest the exact product, and not by
+    a tie: the correctly rounded value round() finds. And ``r / scale``, a
+    division of exact operands, is the double nearest to ``r`` * 10**-digits,
+    as round() returns. Near ties, for large values and for zero (its sign),
+    round() decides.
     """
-    y = x * 1e4
+    y = x * scale
     if -1e12 < y < 1e12:
         r = math.floor(y + 0.5)
         if r and -0.499 < y - r < 0.499:
-            return r / 1e4
-    return round(x, 4)
+            return r / scale
+    return round(x, digits)
 
 
 def encode_view(view: ProfileView) -> bytes:

@@ -33,7 +33,7 @@ from engine.profile import (
     CartItemView,
     CustomerState,
     ProfileView,
-    _round4,
+    _round,
     decode_state,
     encode_state,
     encode_view,
@@ -363,27 +363,37 @@ def test_the_view_passes_its_fields_in_the_order_they_are_declared() -> None:
     assert (view["tier"], view["previous_tier"], view["preferred_hour"]) == ("gold", "silver", 9)
 
 
-@given(st.floats(allow_nan=True, allow_infinity=True))
-@example(0.00005)  # a tie in decimal, not in binary
-@example(2.00005)
-@example(-0.00004)  # rounds to -0.0
-@example(1.23455e7)
-@example(99999999.99995)
-@example(1e8)
-def test_round4_is_round(x: float) -> None:
-    expected = round(x, 4)
-    got = _round4(x)
+@given(st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([2, 4]))
+@example(0.00005, 4)  # a tie in decimal, not in binary
+@example(2.00005, 4)
+@example(-0.00004, 4)  # rounds to -0.0
+@example(1.23455e7, 4)
+@example(99999999.99995, 4)
+@example(1e8, 4)
+@example(0.125, 2)  # a tie in binary too
+@example(2.675, 2)  # below the tie in binary
+@example(-0.004, 2)
+@example(9999999999.995, 2)
+def test_the_view_rounds_as_round(x: float, digits: int) -> None:
+    expected = round(x, digits)
+    got = _round(x, digits, 10.0**digits)
     assert got == expected or (math.isnan(got) and math.isnan(expected))
     assert math.copysign(1.0, got) == math.copysign(1.0, expected)
 
 
-@given(st.integers(-(10**12), 10**12), st.integers(-3, 3))
-def test_round4_is_round_next_to_halves(units: int, nudge: int) -> None:
-    """Values next to the ties of the fourth decimal, where shortcuts go wrong."""
-    x = (units + 0.5) / 1e4
+@given(st.integers(-(10**12), 10**12), st.integers(-3, 3), st.sampled_from([2, 4]))
+def test_the_view_rounds_as_round_next_to_halves(units: int, nudge: int, digits: int) -> None:
+    """Values next to the ties of the last decimal, where shortcuts go wrong."""
+    x = (units + 0.5) / 10.0**digits
     for _ in range(abs(nudge)):
         x = math.nextafter(x, math.copysign(math.inf, nudge))
-    assert _round4(x) == round(x, 4)
+    assert _round(x, digits, 10.0**digits) == round(x, digits)
+
+
+@given(st.integers(-(10**9), 10**9))
+def test_the_view_rounds_whole_amounts_as_round(amount: int) -> None:
+    """An int where a float is due (a state built by hand) rounds alike after + 0.0."""
+    assert _round(amount, 2, 1e2) + 0.0 == amount + 0.0  # round(amount, 2) is amount
 
 
 # The local hour -----------------------------------------------------------------------
