@@ -339,6 +339,7 @@ class Dispatcher:
         self._paused, self._full_since = pause, None
 
     def _assigned(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions assigned: %s", sorted(tp.partition for tp in partitions))
         for tp in partitions:
             self._progress[tp.partition] = PartitionProgress()
         self._assignment_changed = True
