@@ -89,7 +89,7 @@ def in_flight(dispatcher: Any, state: str) -> float | None:
 
 def test_a_slow_endpoint_does_not_hold_up_the_others(pulse_settings: Settings) -> None:
     with (
-        WebhookReceiver(SECRET, delay_s=2.0) as slow,
+        WebhookReceiver(SECRET, delay_s=3.0) as slow,
         WebhookReceiver(SECRET) as fast,
     ):
         settings = routed(
@@ -99,7 +99,7 @@ def test_a_slow_endpoint_does_not_hold_up_the_others(pulse_settings: Settings) -
             webhook_endpoints={"slow-report": {"url": slow.url, "secret": SECRET}},
         )
         # The slow ones first, on both partitions: a dispatcher sending one at
-        # a time would deliver nothing else for two seconds per slow trigger.
+        # a time would deliver nothing else for three seconds per slow trigger.
         triggers = [fired(n, f"s-{n}", "slow-report") for n in range(4)]
         triggers += [fired(n, f"f-{n}") for n in range(4, 24)]
         send(settings, *triggers)
@@ -109,8 +109,10 @@ def test_a_slow_endpoint_does_not_hold_up_the_others(pulse_settings: Settings) -
                 first_slow.setdefault(record.partition() or 0, record.offset() or 0)
         with dispatching(settings) as dispatcher:
             wait_for(lambda: len(fast.accepted) == 20, 30, "the fast endpoint's triggers")
+            # The receiver has answered the fast ones; the dispatcher records
+            # each answer a moment later (longer on a loaded machine).
+            wait_for(lambda: in_flight(dispatcher, "sending") == 4, 10, "the fast ones recorded")
             assert slow.accepted == {}  # all four still being answered
-            assert in_flight(dispatcher, "sending") == 4
             # A partition commits nothing past its unfinished slow triggers.
             committed, _ends = committed_and_end(settings)
             for partition, offset in first_slow.items():
