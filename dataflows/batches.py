@@ -28,7 +28,7 @@ from typing import Any
 from bytewax.connectors.kafka import KafkaError
 
 from dataflows.customer_step import Stamped, StepOut
-from dataflows.kafka_io import Decoded, RawMessage
+from dataflows.kafka_io import Decoded, RawMessage, kafka_error_letter
 from dataflows.stream_clock import PartitionTime
 from engine.customer import SegmentsChanged
 from engine.decode import DeadLetter, decode_event
@@ -68,12 +68,11 @@ def route(partition_time: PartitionTime, batch: list[RawMessage | KafkaError[Any
     observe = partition_time.observe
     for msg in batch:
         if isinstance(msg, KafkaError):
-            src = msg.msg
-            letter = DeadLetter(f"kafka error: {msg.err}", src.value or b"")
-            out.dead.append(Decoded(letter, src.topic, src.partition, src.offset))
-            if src.offset is not None:
-                source = f"{src.topic}:{src.partition}"
-                positions[source] = max(positions.get(source, -1), src.offset + 1)
+            letter = kafka_error_letter(msg)
+            out.dead.append(letter)
+            if letter.offset is not None:
+                source = f"{letter.topic}:{letter.partition}"
+                positions[source] = max(positions.get(source, -1), letter.offset + 1)
             continue
         source = f"{msg.topic}:{msg.partition}"
         offset = msg.offset

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +24,7 @@ from dataflows.kafka_sink import PulseKafkaSink
 from dataflows.kafka_source import PulseKafkaPartition, PulseKafkaSource
 from dataflows.stream_clock import PartitionTime, Wakeups
 from engine.control import ControlMessage, decode_control
-from engine.decode import DeadLetter, decode_event
+from engine.decode import DeadLetter
 from engine.events import BaseEvent
 from engine.triggers import Decision, Trigger
 from pulse.settings import Settings
@@ -250,20 +249,21 @@ class Decoded:
         self.offset = offset
 
 
-def decode(msg: RawMessage | KafkaError[bytes | None, bytes | None]) -> Decoded:
-    return _decoded(msg, lambda raw: decode_event(raw, time.time()))
-
-
 def _decoded(
     msg: RawMessage | KafkaError[bytes | None, bytes | None],
     parse: Callable[[bytes | None], BaseEvent | ControlMessage | DeadLetter],
 ) -> Decoded:
     """A source record parsed, or its Kafka error as a dead letter, with its position."""
     if isinstance(msg, KafkaError):
-        src = msg.msg
-        letter = DeadLetter(f"kafka error: {msg.err}", src.value or b"")
-        return Decoded(letter, src.topic, src.partition, src.offset)
+        return kafka_error_letter(msg)
     return Decoded(parse(msg.value), msg.topic, msg.partition, msg.offset)
+
+
+def kafka_error_letter(error: KafkaError[bytes | None, bytes | None]) -> Decoded:
+    """A record the source could only report as an error, as a dead letter."""
+    src = error.msg
+    letter = DeadLetter(f"kafka error: {error.err}", src.value or b"")
+    return Decoded(letter, src.topic, src.partition, src.offset)
 
 
 def dead_letter_message(settings: Settings, decoded: Decoded) -> KafkaSinkMessage[bytes, bytes]:
