@@ -30,7 +30,7 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
-from dataflows.batches import Outputs, Routed, gather, route
+from dataflows.batches import Keyed, Outputs, Routed, gather, route
 from dataflows.caught_up import CaughtUpReports
 from dataflows.customer_step import (
     AnonymousLogic,
@@ -62,8 +62,6 @@ from engine.popularity import ItemSignal
 from engine.privacy import EraseCustomer
 from pulse.keys import RedisKeys
 from pulse.settings import Settings
-
-Keyed = tuple[str, Any]
 
 
 def build_flow(
