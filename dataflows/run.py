@@ -105,7 +105,11 @@ def run(
 ) -> None:
     engine = build_engine(settings)
     partition_time = PartitionTime(settings.event_lateness_s)
-    clock = StreamClock(settings.event_lateness_s, started_at=time.time())
+    clock = StreamClock(
+        settings.event_lateness_s,
+        started_at=time.time(),
+        first_stamp_s=settings.snapshot_interval_s,
+    )
     registry = RuleRegistry(settings, engine.book, stream_time=partition_time.latest)
     registry.catch_up()
     registry.follow()

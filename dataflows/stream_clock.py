@@ -118,8 +118,15 @@ class StreamClock:
         max_recheck_s: float = 5.0,
         longest_wait_s: float = 60.0,
         reuse_s: float = 0.005,
+        first_stamp_s: float = 0.0,
     ) -> None:
         self.lateness_s = lateness_s
+        # Sources stamp only finished epochs: the stream's time is first known
+        # an epoch after the start, unless a report says a partition is read
+        # to the end sooner. Looking every ``recheck_s`` before then finds
+        # nothing in any key, and catching up a backlog every key it touched
+        # woke each second of the first epoch.
+        self.first_stamp_s = first_stamp_s
         self.idle_s = idle_s
         self.live_window_s = live_window_s
         self.recheck_s = recheck_s
@@ -229,7 +236,7 @@ class StreamClock:
         if clock >= due:
             at = wall
         elif clock == -math.inf:  # just started: the stream's time is not known yet
-            at = wall + self.recheck_s
+            at = max(wall, self._started_at + self.first_stamp_s) + self.recheck_s
         elif wall - clock < self.live_window_s:
             at = wall + (due - clock)
         else:
