@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
+import pytest
+
+from dataflows.caught_up import BacklogEstimate
 from dataflows.stream_clock import PartitionTime, StreamClock
 
 START = 1_800_000_000.0  # wall time the process started
@@ -143,3 +146,43 @@ def test_the_clock_notes_the_wakeups_it_hands_out() -> None:
     clock.observe("t:0", 1000.0, wall=1000.0)
     at = clock.wake_at(1000.5, wall=1000.0)
     assert clock.wakeups.next_after(1000.0) == at.timestamp()
+
+
+def test_backlog_estimate_holds_between_reports_and_takes_the_pace_over_seconds() -> None:
+    backlog = BacklogEstimate(window_s=5.0)
+    backlog.report("t:0", 100.0, 10_000)
+    assert backlog.finish_s(100.1) == math.inf  # one report: no pace yet
+    backlog.report("t:0", 101.0, 9_000)  # 1,000 records/s: 9 s left
+    assert backlog.finish_s(101.0) == pytest.approx(9.0)
+    backlog.report("t:0", 101.0, 9_000)  # the same report read again: the estimate stands
+    assert backlog.finish_s(102.0) == pytest.approx(8.0)
+    backlog.report("t:1", 102.0, 0)  # read to the end: no say
+    assert backlog.finish_s(102.0) == pytest.approx(8.0)
+    for second in range(2, 10):  # steady 1,000/s, then the pace is taken over 5 s
+        backlog.report("t:0", 100.0 + second, 10_000 - 1_000 * second)
+    backlog.report("t:0", 112.5, 100)  # a burst in the last half second does not swing it
+    assert 112.5 + 0.1 < 112.5 + backlog.finish_s(112.5) < 112.5 + 1.0
+    assert backlog.finish_s(200.0) == math.inf  # passed and still lagging: no estimate
+    backlog.report("t:0", 201.0, 0)
+    assert backlog.finish_s(201.0) == 0.0
+
+
+def test_backlog_estimate_without_progress_has_no_answer() -> None:
+    backlog = BacklogEstimate()
+    backlog.report("t:0", 100.0, 500)
+    backlog.report("t:0", 101.0, 700)  # more written than read
+    assert backlog.finish_s(101.0) == math.inf
+
+
+def test_just_started_keys_wait_for_the_first_epoch_before_looking_again() -> None:
+    c = StreamClock(2.0, started_at=START, first_stamp_s=5.0)
+    assert c.wake_at(OLD, START + 0.5) == datetime.fromtimestamp(START + 6.0, tz=UTC)
+    assert c.wake_at(OLD, START + 7.0) == datetime.fromtimestamp(START + 7.0, tz=UTC)  # idle: due
+
+
+def test_backlog_estimate_reads_the_lag_a_source_sealed_at_its_epoch_end() -> None:
+    backlog = BacklogEstimate()
+    backlog.report("t:0", 100.0, 50_000)
+    backlog.report("t:0", 105.0, 40_000)  # 2,000/s
+    backlog.report("t:0", 106.0, 40_000)  # re-reported with a later poll: same epoch
+    assert backlog.finish_s(106.0) == pytest.approx(19.0)
