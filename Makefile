@@ -38,6 +38,6 @@ clean:
 # Re-pin constraints.txt from a fresh resolution of pyproject.toml.
 lock:
 	rm -rf .lock-venv && python3 -m venv .lock-venv
-	.lock-venv/bin/pip install -q -U pip && .lock-venv/bin/pip install -q -e '.[dev]'
+	.lock-venv/bin/pip install -q -U pip && .lock-venv/bin/pip install -q -e '.[dev,eval]'
 	( head -2 constraints.txt; .lock-venv/bin/pip freeze --exclude-editable | grep -v '^pulse' ) > constraints.new
 	mv constraints.new constraints.txt && rm -rf .lock-venv
