@@ -10,13 +10,14 @@ from typing import Annotated, Any
 import msgspec
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends
+from fastapi.responses import Response
 
 from api import auth, deps, ingest, schemas
 from api.problems import problem, unavailable
 from api.producer import AckProducer, KafkaUnavailable
 from engine.control import encode_control
 from engine.privacy import EraseCustomer
-from engine.profile import ProfileView, decode_view, parse_view
+from engine.profile import ProfileView, decode_view
 from engine.rfm import RfmBands, rfm
 from pulse.keys import RedisKeys
 from pulse.settings import Settings
@@ -41,6 +42,7 @@ async def load_inbox(
 
 
 _inbox_message = msgspec.json.Decoder(schemas.InboxMessage).decode
+_json = msgspec.json.Encoder()
 
 
 router = APIRouter(tags=["customers"], dependencies=[Depends(auth.require_read)])
@@ -65,7 +67,11 @@ async def get_profile(
     if view is None:
         return problem(404, "no such customer", f"no profile for {customer_id!r}")
     scores = rfm(view.last_order_at, view.orders_12m, view.spend_12m, time.time(), bands)
-    return {**parse_view(view), "rfm": msgspec.to_builtins(scores)}
+    # Encoded by msgspec in one pass, not handed back as a dict for FastAPI's
+    # jsonable_encoder to walk; asdict keeps the fields at their defaults (zero
+    # counts, empty lists) that the view's own encoding leaves out.
+    body = _json.encode({**msgspec.structs.asdict(view), "rfm": scores})
+    return Response(body, media_type="application/json")
 
 
 @router.get(

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, Query
 
-from api import auth, deps, schemas
+from api import auth, deps, ingest, schemas
 from api.routes.customers import PROFILE_FIELD
 from engine.profile import decode_view
 from pulse.keys import RedisKeys
@@ -42,24 +42,27 @@ async def get_recommendations(
     in_cart = {line.sku for line in view.cart} if view is not None else set()
     affinity: dict[str, int] = view.category_views if view is not None else {}
 
-    skus = [s.decode() for s in candidates if s.decode() not in in_cart]
+    skus = [sku for sku in (s.decode() for s in candidates) if sku not in in_cart]
     pipe = redis.pipeline(transaction=False)
     for sku in skus:
         pipe.hgetall(keys.item(sku))
     details = await pipe.execute()
-    items = []
+    ranked = []
     for rank, (sku, raw) in enumerate(zip(skus, details, strict=True)):
         fields = {k.decode(): v.decode() for k, v in raw.items()}
         category = fields.get("category")
-        items.append(
-            {
-                "sku": sku,
-                "name": fields.get("name"),
-                "category": category,
-                "price": float(fields["price"]) if "price" in fields else None,
-                "reason": "favourite category" if category in affinity else "popular",
-                "_order": (-affinity.get(category or "", 0), rank),
-            }
+        item = schemas.Recommendation(
+            sku=sku,
+            name=fields.get("name"),
+            category=category,
+            price=float(fields["price"]) if "price" in fields else None,
+            reason="favourite category" if category in affinity else "popular",
         )
-    items.sort(key=lambda item: item.pop("_order"))
-    return {"customer_id": customer_id, "items": items[:limit], "strategy": "popularity"}
+        ranked.append(((-affinity.get(category or "", 0), rank), item))
+    ranked.sort(key=lambda pair: pair[0])
+    # Encoded by msgspec from the documented Structs, not walked by FastAPI's
+    # jsonable_encoder.
+    body = schemas.Recommendations(
+        customer_id=customer_id, items=[item for _, item in ranked[:limit]], strategy="popularity"
+    )
+    return ingest.json_response(body)

@@ -1,0 +1,135 @@
+"""The profile and recommendations reads, on the real Redis: what they answer, and
+that they answer with msgspec-encoded bytes rather than a dict that FastAPI's
+jsonable_encoder walks (the slow path a read in a page render cannot afford)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import fastapi.routing
+import orjson
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from engine.profile import CartItemView, ProfileView, encode_view
+from pulse.keys import RedisKeys
+from pulse.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+NOW = time.time()
+VIEW = ProfileView(
+    customer_id="c-1",
+    first_seen=NOW - 86400 * 40,
+    last_seen=NOW - 60,
+    events_total=12,
+    event_counts={"product_view": 9, "order_completed": 2, "add_to_cart": 1},
+    category_views={"candles": 5, "mugs": 1},
+    cart=[CartItemView("SKU-2", 1, 12.5, "candles", "Pine candle")],
+    cart_value=12.5,
+    cart_quantity=1,
+    orders=2,
+    revenue=80.0,
+    average_order_value=40.0,
+    last_order_at=NOW - 86400 * 3,
+    orders_12m=2,
+    spend_12m=80.0,
+    segments=["repeat_buyers"],
+)
+ITEMS = [  # sku, category, popularity (log score)
+    ("SKU-1", "mugs", 5.0),
+    ("SKU-2", "candles", 4.0),
+    ("SKU-3", "candles", 3.0),
+    ("SKU-4", "garden", 2.0),
+]
+
+
+@pytest.fixture
+def api(pulse_settings: Settings, redis_client: redis.Redis) -> Iterator[TestClient]:
+    """The serving view written as the dataflow writes it (dataflows/redis_sink.py,
+    dataflows/item_sink.py)."""
+    keys = RedisKeys(pulse_settings.redis_prefix)
+    raw: redis.Redis = redis.Redis.from_url(pulse_settings.redis)
+    raw.hset(keys.profile("c-1"), "view", encode_view(VIEW))
+    raw.close()
+    for sku, category, score in ITEMS:
+        redis_client.zadd(keys.popular(), {sku: score})
+        redis_client.hset(
+            keys.item(sku), mapping={"sku": sku, "name": f"Item {sku}", "category": category,
+                                     "price": "9.5"}
+        )  # fmt: skip
+    with TestClient(create_app(pulse_settings)) as client:
+        yield client
+
+
+@pytest.fixture
+def encoder_calls(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every value FastAPI's route machinery hands to jsonable_encoder (a spy that
+    still encodes, so the app behaves as usual)."""
+    calls: list[Any] = []
+    real = fastapi.routing.jsonable_encoder  # type: ignore[attr-defined]
+
+    def spy(obj: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(obj)
+        return real(obj, *args, **kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "jsonable_encoder", spy)
+    return calls
+
+
+def test_profile_is_the_whole_view_with_rfm(api: TestClient, encoder_calls: list[Any]) -> None:
+    response = api.get("/v1/customers/c-1/profile")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = orjson.loads(response.content)
+    assert encoder_calls == []
+    # Every field of the view, those at their defaults too, as the document says.
+    assert set(body) == set(ProfileView.__struct_fields__) | {"rfm"}
+    assert body["tier"] == "" and body["refunds"] == 0 and body["open_tickets"] == []
+    assert body["cart"] == [
+        {"sku": "SKU-2", "quantity": 1, "price": 12.5, "category": "candles", "name": "Pine candle"}
+    ]
+    assert body["rfm"]["frequency"] == 2 and body["rfm"]["score"][1] == "2"
+    assert 3.0 <= body["rfm"]["days_since_last_order"] < 3.01
+
+
+def test_recommendations_favour_categories_and_leave_the_cart_out(
+    api: TestClient, encoder_calls: list[Any]
+) -> None:
+    response = api.get("/v1/customers/c-1/recommendations", params={"limit": 2})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert encoder_calls == []
+    body = orjson.loads(response.content)
+    assert body["customer_id"] == "c-1" and body["strategy"] == "popularity"
+    # SKU-2 is in the cart; candles (5 views) come before mugs (1 view).
+    assert [item["sku"] for item in body["items"]] == ["SKU-3", "SKU-1"]
+    assert body["items"][0] == {
+        "sku": "SKU-3",
+        "name": "Item SKU-3",
+        "category": "candles",
+        "price": 9.5,
+        "reason": "favourite category",
+    }
+
+
+def test_an_unknown_customer_gets_popular_items(api: TestClient) -> None:
+    body = api.get("/v1/customers/nobody/recommendations").json()
+    assert [item["sku"] for item in body["items"]] == ["SKU-1", "SKU-2", "SKU-3", "SKU-4"]
+    assert {item["reason"] for item in body["items"]} == {"popular"}
+
+
+def test_the_spy_sees_a_route_that_returns_a_dict(encoder_calls: list[Any]) -> None:
+    """What these routes did before: a dict, no response model."""
+    app = fastapi.FastAPI()
+
+    @app.get("/dict", response_model=None)
+    async def as_dict() -> Any:
+        return {"customer_id": "c-1"}
+
+    assert TestClient(app).get("/dict").json() == {"customer_id": "c-1"}
+    assert encoder_calls == [{"customer_id": "c-1"}]
