@@ -1,5 +1,6 @@
 """FastAPI application factory: collector (Pulse and Segment formats), profiles,
-recommendations, health; API keys; problem+json errors; the OpenAPI document."""
+recommendations, health and metrics; API keys; problem+json errors; the OpenAPI
+document."""
 
 from __future__ import annotations
 
@@ -14,8 +15,18 @@ from fastapi import FastAPI
 from api import problems, schemas
 from api.auth import KeyRing
 from api.ingest import Collector
+from api.metrics import ApiMetrics, RequestTimer
 from api.producer import AckProducer
-from api.routes import customers, events, health, links, recommendations, rules, segment
+from api.routes import (
+    customers,
+    events,
+    health,
+    links,
+    metrics,
+    recommendations,
+    rules,
+    segment,
+)
 from pulse.keys import RedisKeys
 from pulse.rules_files import load_rfm
 from pulse.settings import Settings
@@ -50,9 +61,12 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.keyring = keyring
+    app.state.metrics = ApiMetrics()
     problems.install(app)
-    for module in (events, segment, customers, recommendations, rules, links, health):
+    for module in (events, segment, customers, recommendations, rules, links, health, metrics):
         app.include_router(module.router)
+    # Times every request, 404s and errors included (api/metrics.py).
+    app.add_middleware(RequestTimer, metrics=app.state.metrics)
     _publish_schemas(app, documented_auth=not keyring.open)
     return app
 

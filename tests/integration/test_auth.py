@@ -33,7 +33,7 @@ READS = [
     "/v1/customers/c-1/recommendations",
     "/v1/customers/c-1/inbox",
 ]
-OPEN = ["/healthz", "/readyz", "/docs", "/openapi.json"]
+OPEN = ["/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"]
 
 
 def basic(user: str, password: str = "") -> dict[str, str]:
