@@ -49,15 +49,18 @@ from dataflows.kafka_io import (
     decode_control_record,
     events_source,
     kafka_output,
+    rerouted_message,
     trigger_message,
 )
+from dataflows.metrics import FLOW_METRICS
 from dataflows.progress_sink import RedisProgressSink
 from dataflows.redis_sink import RedisProfileSink
 from dataflows.rule_stats import RedisRuleStatsSink, RuleCountsLogic
 from dataflows.stream_clock import PartitionTime, StreamClock
 from engine.customer import Engine
 from engine.decode import DeadLetter
-from engine.identity import ToCustomer, erasure_inputs
+from engine.control import CustomerMerged
+from engine.identity import ToCustomer, control_inputs
 from engine.popularity import ItemSignal
 from engine.privacy import EraseCustomer
 from pulse.keys import RedisKeys
@@ -125,7 +128,7 @@ def build_flow(
         lambda state: CustomerLogic(engine, clock, state, recovery),
     )
     outputs: Stream[Outputs] = op.flat_map_batch(
-        "gather", op.merge("all_effects", identities, customers), gather
+        "gather", op.merge("all_effects", identities, customers), _gather
     )
     op.output("profiles_out", outputs, RedisProfileSink(settings.redis, keys))
     kafka_output(
@@ -140,6 +143,13 @@ def build_flow(
         "decisions_out",
         op.flat_map_batch("decision_records", outputs, partial(_decision_records, settings)),
     )
+    # An alias of two known customers: a profile handed over, events sent on.
+    kafka_output(
+        settings,
+        layout,
+        "rerouted_out",
+        op.flat_map_batch("rerouted_records", outputs, partial(_rerouted_records, settings)),
+    )
     by_rule = op.flat_map_batch("key_by_rule", outputs, _by_rule)
     rule_counts = op.stateful_batch("rule_stats", by_rule, RuleCountsLogic)
     op.output("rule_stats_out", rule_counts, RedisRuleStatsSink(settings.redis, keys))
@@ -150,7 +160,14 @@ def build_flow(
 
 
 def _route(partition_time: PartitionTime, batch: list[Any]) -> list[Routed]:
+    FLOW_METRICS.batch_decoded()
     return [route(partition_time, batch)] if batch else []
+
+
+def _gather(batch: list[tuple[str, StepOut]]) -> list[Outputs]:
+    out = gather(batch)
+    FLOW_METRICS.batch_updated()  # dataflows/metrics.py: the batch's update time
+    return out
 
 
 def _dead_letters(settings: Settings, batch: list[Routed]) -> list[SinkRecord]:
@@ -175,11 +192,11 @@ def _forwarded(batch: list[tuple[str, StepOut]]) -> list[Keyed]:
 
 def _erasure_inputs(decoded: Decoded) -> list[Keyed]:
     """Where an erasure goes, keyed: the customer's state and each linked
-    anonymous id's."""
-    if not isinstance(decoded.item, EraseCustomer):
+    anonymous id's; a profile handed over by an alias: its new customer's."""
+    if not isinstance(decoded.item, EraseCustomer | CustomerMerged):
         return []  # a rule deployment: the rule registry's business
     out: list[Keyed] = []
-    for item in erasure_inputs(decoded.item):
+    for item in control_inputs(decoded.item):
         key = item.customer_id if isinstance(item, ToCustomer) else item.anonymous_id
         out.append((key, Stamped(item)))
     return out
@@ -187,6 +204,10 @@ def _erasure_inputs(decoded: Decoded) -> list[Keyed]:
 
 def _trigger_records(settings: Settings, batch: list[Outputs]) -> list[SinkRecord]:
     return [trigger_message(settings, t) for out in batch for t in out.triggers]
+
+
+def _rerouted_records(settings: Settings, batch: list[Outputs]) -> list[SinkRecord]:
+    return [rerouted_message(settings, r) for out in batch for r in out.rerouted]
 
 
 def _decision_records(settings: Settings, batch: list[Outputs]) -> list[SinkRecord]:

@@ -15,6 +15,7 @@ import orjson
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from dataflows.metrics import FLOW_METRICS
 from pulse.keys import RedisKeys
 
 
@@ -41,10 +42,12 @@ class _ProgressPartition(StatelessSinkPartition[Progress]):
 
     def write_batch(self, items: list[Progress]) -> None:
         offsets: dict[str, int] = {}
+        before = self._processed
         for batch in items:
             self._processed += batch.read
             for field, offset in batch.positions.items():
                 offsets[field] = max(offsets.get(field, -1), offset)
+        FLOW_METRICS.read(self._worker, self._processed - before, offsets)
         status = {"processed": self._processed, "started_at": self._started, "at": time.time()}
         pipe = self._client.pipeline(transaction=False)
         if offsets:

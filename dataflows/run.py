@@ -15,6 +15,7 @@ from bytewax.run import cli_main
 
 from dataflows.caught_up import CaughtUpReader
 from dataflows.kafka_io import FlowLayout
+from dataflows.metrics import FLOW_METRICS
 from dataflows.personalize import build_flow
 from dataflows.rule_registry import RuleRegistry
 from dataflows.stream_clock import PartitionTime, StreamClock
@@ -128,6 +129,7 @@ def run(
         ensure_recovery_dir(recovery_dir, max(1, len(addresses or [])))
         recovery = RecoveryConfig(str(recovery_dir))
     keep_state_out_of_gc()
+    FLOW_METRICS.serve(settings, process_id)
     log.info(
         "dataflow starting: %s -> profiles in %s, triggers to %s (recovery %s)",
         settings.events_topic,

@@ -91,7 +91,7 @@ def require_topics(settings: Settings, process: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from dataflows.run import run
 
-    settings = _settings(args, workers=args.workers)
+    settings = _settings(args, workers=args.workers, flow_metrics_port=args.metrics_port)
     require_topics(settings, "pulse run")
     recovery = (
         None if args.no_recovery else Path(args.recovery_dir or settings.effective_recovery_dir)
@@ -290,6 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep no snapshots (restarts re-read the topic from the start)",
     )
     p.add_argument("--workers", type=int, help="worker threads in this process")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://<api_host>:PORT/metrics (events/s, lag "
+        "per partition, batch update time); default flow_metrics_port, 0 = off",
+    )
     p.add_argument("--process-id", type=int, help="this process's index in a cluster")
     p.add_argument(
         "--addresses",

@@ -124,6 +124,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     dispatch_concurrency: int = 32
     # Prometheus metrics of each dispatcher on this port (0: none), at api_host.
     dispatch_metrics_port: int = 0
+    # Prometheus metrics of each dataflow process on this port (0: none), at
+    # api_host; process i of a cluster on this port + i.
+    flow_metrics_port: int = 0
     # E-mail over SMTP (the email channel is on when smtp_host is set).
     smtp_host: str | None = None
     smtp_port: int = 25
@@ -246,6 +249,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             )
         if not 0 <= self.dispatch_metrics_port <= 65535:
             raise SettingsError("dispatch_metrics_port: must be 0 (off) or a TCP port")
+        if not 0 <= self.flow_metrics_port <= 65535:
+            raise SettingsError("flow_metrics_port: must be 0 (off) or a TCP port")
         if self.dispatch_backoff_max_s < self.dispatch_backoff_s:
             raise SettingsError("dispatch_backoff_max_s: must be at least dispatch_backoff_s")
         if (self.webhook_url is None) != (self.webhook_secret is None):
