@@ -8,7 +8,7 @@ rate (``RunRateSpend``, the baseline) and learns how far, in log(1 + spend),
 the realised value departs from it given the features (recency, overdue,
 frequency, ...): ``log(1 + clv) = log(1 + run_rate) + f(x)``, ``f`` a River
 ``StandardScaler | LinearRegression`` trained with SGD on squared error, its
-correction clamped to a factor of ``e ** max_correction`` either way. Before it
+correction clamped to a factor of ``e ** max_correction`` (e, by default) either way. Before it
 has learned anything the prediction is the run rate itself.
 
 Squared error in log space fits the conditional median more than the mean:
@@ -38,7 +38,7 @@ class SpendScore:
         lr: float = 0.01,
         intercept_lr: float = 0.01,
         l2: float = 1e-4,
-        max_correction: float = 3.0,
+        max_correction: float = 1.0,
     ) -> None:
         self.name = name
         self.horizon_days = horizon_days
@@ -67,7 +67,7 @@ class SpendScore:
 
     @classmethod
     def from_state(
-        cls, name: str, horizon_days: float, state: LinearState, max_correction: float = 3.0
+        cls, name: str, horizon_days: float, state: LinearState, max_correction: float = 1.0
     ) -> SpendScore:
         model = cls(name, horizon_days, max_correction=max_correction)
         model.correction = LinearScore.from_state(name, state)
