@@ -79,7 +79,8 @@ BasicKey = Annotated[str | None, Security(basic_key)]
 BearerKey = Annotated[str | None, Security(bearer_key)]
 
 
-def keyring_of(request: Request) -> KeyRing:
+async def keyring_of(request: Request) -> KeyRing:
+    # async, like api/deps.py: a plain def would run in FastAPI's thread pool.
     value: KeyRing = request.app.state.keyring
     return value
 
