@@ -23,7 +23,14 @@ from rich.table import Table
 from engine.rules import testcases
 from engine.rules.validate import parse_instant
 from engine.rules.yamlcheck import Problem
-from pulse.rules_files import RulesFileError, load_loyalty, load_rfm, load_rules, rule_files
+from pulse.rules_files import (
+    RulesFileError,
+    load_action_book,
+    load_loyalty,
+    load_rfm,
+    load_rules,
+    rule_files,
+)
 from pulse.settings import Settings
 
 # Tables go wide when written to a file or a pipe, rather than truncating ids.
@@ -52,6 +59,14 @@ def check(args: argparse.Namespace, settings: Settings) -> int:
         except RulesFileError as exc:
             name = str(exc).split(": ", 1)[0]
             problems.append(Problem(name, 1, 1, str(exc).split(": ", 1)[-1]))
+    # The next-best-action file is read at start-up too; same kind of messages.
+    try:
+        actions = load_action_book(directory)
+    except RulesFileError as exc:
+        name = str(exc).split(": ", 1)[0]
+        problems.append(Problem(name, 1, 1, str(exc).split(": ", 1)[-1]))
+    else:
+        problems += actions.problems if actions is not None else []
     tests = _test_files(directory)
     for path in tests:
         _case, test_problems = testcases.parse(path.read_text(encoding="utf-8"), str(path))

@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from engine.loyalty import DEFAULT_PROGRAM, LoyaltyError, LoyaltyProgram
+from engine.nba.book import ACTIONS_FILE, LoadedActions, load_actions
 from engine.rfm import RfmBands, RfmError
 from engine.rules.validate import Loaded, load
 
@@ -49,6 +50,18 @@ def load_rfm(rules_dir: str | Path) -> RfmBands:
         return RfmBands.from_mapping(data or {}, source=str(path))
     except RfmError as exc:
         raise RulesFileError(str(exc)) from None
+
+
+def load_action_book(rules_dir: str | Path) -> LoadedActions | None:
+    """``actions.yaml`` (next-best-action) checked and compiled; None without one."""
+    path = Path(rules_dir) / ACTIONS_FILE
+    if not path.exists():
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RulesFileError(f"{path}: {exc}") from None
+    return load_actions(str(path), text)
 
 
 def rule_files(rules_dir: str | Path) -> dict[str, str]:

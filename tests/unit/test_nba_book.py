@@ -3,6 +3,7 @@ line and column, in plain words; the shipped file is clean."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import msgspec
@@ -10,6 +11,7 @@ import pytest
 
 from engine.nba.book import load_actions
 from engine.nba.config import DECIDE_ON, json_schema
+from pulse.cli import main
 
 SHIPPED = Path(__file__).resolve().parents[2] / "rules" / "actions.yaml"
 
@@ -137,3 +139,18 @@ def test_the_json_schema_describes_the_file() -> None:
     schema = json_schema()
     encoded = msgspec.json.encode(schema).decode()
     assert "ActionsFile" in encoded and "exploration" in encoded and "eligible" in encoded
+
+
+def test_pulse_rules_check_reports_the_actions_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(SHIPPED.parent, rules)
+    assert main(["rules", "check", str(rules)]) == 0
+    (rules / "actions.yaml").write_text(BAD, encoding="utf-8")
+    capsys.readouterr()
+    assert main(["rules", "check", str(rules)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        f"{rules / 'actions.yaml'}{line.removeprefix('actions.yaml')}" for line in problems(BAD)
+    ]
