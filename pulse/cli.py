@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -102,12 +103,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
+    settings = _settings(args, api_host=args.host, api_port=args.port)
+    require_topics(settings, "pulse api")
+    if args.server == "granian":
+        _serve_granian(settings)
+        return 0
     import uvicorn
 
     from api.app import create_app
 
-    settings = _settings(args, api_host=args.host, api_port=args.port)
-    require_topics(settings, "pulse api")
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,
@@ -116,6 +120,35 @@ def cmd_api(args: argparse.Namespace) -> int:
         access_log=False,
     )
     return 0
+
+
+def _serve_granian(settings: Settings) -> None:
+    """The app on granian: one worker process, HTTP/1.1, uvloop (docs/api-performance.md).
+
+    Granian imports the app in its worker itself (api/asgi.py), so the
+    settings this command resolved (flags, config file, environment) travel
+    to it as PULSE_* variables, which outrank the config file there.
+    """
+    try:
+        from granian import Granian
+        from granian.constants import HTTPModes, Interfaces, Loops
+    except ImportError:
+        raise SystemExit("pulse api --server granian: granian is not installed") from None
+
+    os.environ.update(settings.as_environ())
+    Granian(
+        "api.asgi:from_environment",
+        factory=True,
+        address=settings.api_host,
+        port=settings.api_port,
+        interface=Interfaces.ASGI,
+        workers=1,
+        loop=Loops.uvloop,
+        http=HTTPModes.http1,
+        websockets=False,
+        log_level=settings.log_level.lower(),  # type: ignore[arg-type]
+        log_access=False,
+    ).serve()
 
 
 def cmd_dispatch(args: argparse.Namespace) -> int:
@@ -313,6 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument(
+        "--server",
+        choices=["uvicorn", "granian"],
+        default="uvicorn",
+        help="the ASGI server (default uvicorn; docs/api-performance.md compares them)",
+    )
 
     p = add(
         "dispatch",
