@@ -30,8 +30,10 @@ from bytewax.connectors.kafka import KafkaError
 from dataflows.customer_step import Stamped, StepOut
 from dataflows.kafka_io import Decoded, RawMessage, kafka_error_letter
 from dataflows.stream_clock import PartitionTime
-from engine.customer import SegmentsChanged
+from engine.control import CustomerMerged
+from engine.customer import Forwarded, SegmentsChanged
 from engine.decode import DeadLetter, decode_event
+from engine.events import Alias
 from engine.identity import Link, ToCustomer
 from engine.popularity import ItemSignal
 from engine.triggers import Decision, Trigger, TriggerFired
@@ -93,7 +95,7 @@ def route(partition_time: PartitionTime, batch: list[RawMessage | KafkaError[Any
         to_customer = ToCustomer(customer_id, item)
         customers.append((customer_id, Stamped(to_customer, source, watermark, raw, received)))
         if anonymous_id is not None:
-            link = Link(anonymous_id, customer_id, item.ts)
+            link = Link(anonymous_id, customer_id, item.ts, type(item) is Alias)
             anonymous.append((anonymous_id, Stamped(link, source, watermark)))
     return out
 
@@ -101,7 +103,7 @@ def route(partition_time: PartitionTime, batch: list[RawMessage | KafkaError[Any
 class Outputs:
     """Everything one batch of the state steps wrote, for the sinks."""
 
-    __slots__ = ("decisions", "segments", "signals", "triggers", "views")
+    __slots__ = ("decisions", "rerouted", "segments", "signals", "triggers", "views")
 
     def __init__(self) -> None:
         self.views: dict[str, bytes | None] = {}
@@ -109,6 +111,8 @@ class Outputs:
         self.triggers: list[Trigger] = []
         self.decisions: list[Decision] = []
         self.signals: list[ItemSignal] = []
+        # What an alias of two known customers sends back to Kafka (engine/identity.py).
+        self.rerouted: list[Forwarded | CustomerMerged] = []
 
 
 def gather(batch: list[tuple[str, StepOut]]) -> list[Outputs]:
@@ -126,6 +130,8 @@ def gather(batch: list[tuple[str, StepOut]]) -> list[Outputs]:
                 out.triggers.append(effect.trigger)
             elif isinstance(effect, SegmentsChanged):
                 out.segments.append(effect)
-    if not (views or out.segments or out.signals or out.decisions or out.triggers):
+            elif isinstance(effect, Forwarded | CustomerMerged):
+                out.rerouted.append(effect)
+    if not (views or out.segments or out.signals or out.decisions or out.triggers or out.rerouted):
         return []
     return [out]

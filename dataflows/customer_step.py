@@ -208,8 +208,10 @@ class CustomerLogic(StatefulBatchLogic[Stamped[ToCustomer], StepOut, bytes]):
                 out.add(effects)
                 continue
             if item.merge is not None:
-                self._state, effects = engine.absorb(self._state, item.merge, item.customer_id)
-                out.add(effects)
+                self._state, merged = identity.absorb(
+                    engine, self._state, item.merge, item.customer_id
+                )
+                out.add(merged)
             if item.event is not None:
                 self._state, effects = engine.apply(self._state, item.event)
                 out.add(effects)

@@ -23,8 +23,9 @@ from dataflows.caught_up import CaughtUpReports
 from dataflows.kafka_sink import PulseKafkaSink
 from dataflows.kafka_source import PulseKafkaPartition, PulseKafkaSource
 from dataflows.stream_clock import PartitionTime, Wakeups
-from engine.control import ControlMessage, decode_control
-from engine.decode import DeadLetter
+from engine.control import ControlMessage, CustomerMerged, decode_control, encode_control
+from engine.customer import Forwarded
+from engine.decode import DeadLetter, encode_event
 from engine.events import BaseEvent
 from engine.triggers import Decision, Trigger
 from pulse.settings import Settings
@@ -302,4 +303,21 @@ def decision_message(settings: Settings, decision: Decision) -> KafkaSinkMessage
         _json.encode(decision),
         topic=settings.decisions_topic,
         headers=[("pulse.rule_id", decision.rule_id.encode())],
+    )
+
+
+def rerouted_message(
+    settings: Settings, effect: Forwarded | CustomerMerged
+) -> KafkaSinkMessage[bytes, bytes]:
+    """What an alias of two known customers sends back (engine/identity.py): an
+    event of the aliased id to the events topic, addressed to the customer it
+    went into; a handed-over profile to the control topic, keyed by its new
+    customer. Both keep their ids, so a replay that sends them again counts once."""
+    if isinstance(effect, Forwarded):
+        event = msgspec.structs.replace(effect.event, customer_id=effect.customer_id)
+        return KafkaSinkMessage(
+            effect.customer_id.encode(), encode_event(event), topic=settings.events_topic
+        )
+    return KafkaSinkMessage(
+        effect.customer_id.encode(), encode_control(effect), topic=settings.control_topic
     )

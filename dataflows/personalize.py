@@ -57,9 +57,9 @@ from dataflows.progress_sink import RedisProgressSink
 from dataflows.redis_sink import RedisProfileSink
 from dataflows.rule_stats import RedisRuleStatsSink, RuleCountsLogic
 from dataflows.stream_clock import PartitionTime, StreamClock
+from engine.control import CustomerMerged
 from engine.customer import Engine
 from engine.decode import DeadLetter
-from engine.control import CustomerMerged
 from engine.identity import ToCustomer, control_inputs
 from engine.popularity import ItemSignal
 from engine.privacy import EraseCustomer

@@ -26,6 +26,7 @@ from engine.profile import (
     MAX_ORDERS_KEPT,
     RECENT_ITEMS,
     SESSION_GAP_S,
+    Account,
     CartLine,
     Consent,
     CustomerState,
@@ -66,6 +67,14 @@ class SegmentsChanged(msgspec.Struct, frozen=True):
     removed: tuple[str, ...]
 
 
+class Forwarded(msgspec.Struct, frozen=True):
+    """An event of a customer aliased into another: it goes on to that one (the
+    dataflow produces it to the events topic, addressed to ``customer_id``)."""
+
+    customer_id: str
+    event: ev.BaseEvent
+
+
 Effect = (
     ProfileChanged
     | TriggerFired
@@ -74,6 +83,7 @@ Effect = (
     | DuplicateDropped
     | SegmentsChanged
     | ItemSignal
+    | Forwarded
 )
 
 # Per customer, at most this many recent event ids are remembered for dedup;
@@ -106,6 +116,14 @@ class Engine:
             state = CustomerState(customer_id=event.customer_key)
         ts = event.ts
         if state.erased_at:
+            if state.merged_into:  # aliased into another customer (engine/identity.py)
+                if ts > state.erased_at and not (
+                    # the reverse alias: its link is doing the work (identity._pass_on)
+                    type(event) is ev.Alias and event.anonymous_id == state.merged_into
+                ):
+                    return state, [Forwarded(state.merged_into, event)]
+                state.ignored_after_erasure += 1
+                return state, []
             if ts <= state.erased_at:
                 state.ignored_after_erasure += 1
                 return state, []
@@ -375,6 +393,21 @@ def _identify(state: CustomerState, event: ev.Identify, ts: float, _: Any) -> No
             state.trait_times[key] = ts
 
 
+def _group(state: CustomerState, event: ev.Group, ts: float, _: Any) -> None:
+    """The latest group call names the account; traits of the same account add up
+    (a late call only fills the traits the account does not have yet)."""
+    account = state.account
+    if account is None or (account.id != event.group_id and ts >= account.updated_at):
+        state.account = Account(id=event.group_id, traits=dict(event.traits), updated_at=ts)
+    elif account.id == event.group_id:
+        if ts >= account.updated_at:
+            account.traits.update(event.traits)
+            account.updated_at = ts
+        else:
+            for key, value in event.traits.items():
+                account.traits.setdefault(key, value)
+
+
 def _no_update(state: CustomerState, event: ev.BaseEvent, ts: float, _: Any) -> None:
     pass
 
@@ -395,6 +428,7 @@ _PROFILE_UPDATES: dict[type, _Update] = {
     ev.SupportTicketOpened: _ticket_opened,
     ev.SupportTicketClosed: _ticket_closed,
     ev.Identify: _identify,
+    ev.Group: _group,
 }
 
 

@@ -45,6 +45,9 @@ class BaseEvent(Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field
     timestamp: datetime | None = None
     channel: Channel = "web"
     context: Context | None = None
+    # When the collector received it, kept beside a timestamp it corrected for
+    # the client's clock skew (Segment calls with sentAt, docs/segment.md).
+    received_at: Annotated[datetime, Meta(tz=True)] | None = None
 
     def __post_init__(self) -> None:
         if self.customer_id is None and self.anonymous_id is None:
@@ -200,6 +203,33 @@ class LoyaltyPointsAdjusted(BaseEvent, frozen=True, tag="loyalty_points_adjusted
     reason: str | None = None
 
 
+class Alias(BaseEvent, frozen=True, tag="alias"):
+    """`customer_id` is who `anonymous_id` was: an anonymous id or another customer's id.
+
+    Both ids are required. Merges the previous id's profile into the customer's
+    as an identify does for an anonymous id, and a previous customer id's own
+    profile too (docs/identity.md).
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.customer_id is None or self.anonymous_id is None:
+            raise ValueError("alias needs customer_id and anonymous_id (the previous id)")
+        if self.customer_id == self.anonymous_id:
+            raise ValueError("alias: the previous id (anonymous_id) equals customer_id")
+
+
+# An account trait: what a Segment group call's traits hold, flattened.
+AccountTrait = str | int | float | bool
+
+
+class Group(BaseEvent, frozen=True, tag="group"):
+    """The customer belongs to the account `group_id` (Segment's group call), with its traits."""
+
+    group_id: Id
+    traits: Annotated[dict[str, AccountTrait], Meta(max_length=200)] = {}
+
+
 class Custom(BaseEvent, frozen=True, tag="custom"):
     """A track event Pulse has no type for; kept so nothing is dropped."""
 
@@ -230,6 +260,8 @@ Event = (
     | ConsentChanged
     | StoreVisit
     | LoyaltyPointsAdjusted
+    | Alias
+    | Group
     | Custom
 )
 

@@ -1,17 +1,20 @@
-"""Merging two profiles of one person: the anonymous one into the known one.
+"""Merging two profiles of one person: an anonymous one into the known one, or
+(after an alias) one known customer's into another's.
 
 Rules (docs/identity.md): counts, sessions, loyalty points and message
 engagement add up; category affinities add as decayed scores; order histories
-are united by order id; first seen is the earliest and last
-seen the latest event time; carts are united (the same SKU adds quantities, the
-price of the later cart wins); recently viewed items interleave by view time;
-consent per channel is the later decision; open tickets are united; the known
-customer's traits win and the anonymous ones fill the gaps; of two pending
-actions of one rule and kind the later one is kept; rule journeys add up and
-recent sends are united. Apart from traits, which favour ``into``, the result
-does not depend on which profile is ``into``. Tier and segments are not merged
-but recomputed by the engine on the next event it applies, which the merge
-always comes with.
+are united by order id (an order recorded under both ids counts once); first
+seen is the earliest and last seen the latest event time; carts are united
+(the same SKU adds quantities, the price of the later cart wins); recently
+viewed items interleave by view time; consent per channel is the later
+decision; open tickets are united; the known customer's traits win and the
+other's fill the gaps; of two pending actions of one rule and kind the later
+one is kept; rule journeys add up and recent sends are united; linked
+anonymous ids are united; the account of the later group call is kept (the
+known customer's on a tie). Apart from traits and that tie, the result does
+not depend on which profile is ``into``. Tier and segments are not merged but
+recomputed by the engine on the next event it applies, which the merge always
+comes with.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from __future__ import annotations
 from engine.profile import (
     MAX_ORDERS_KEPT,
     RECENT_ITEMS,
+    Account,
     CartLine,
     CustomerState,
     Decayed,
     Engagement,
     OrderRecord,
     Viewed,
+    points_held,
 )
 
 
@@ -85,12 +90,22 @@ def merge_states(into: CustomerState, other: CustomerState) -> CustomerState:
     into.last_order_at = max(into.last_order_at, other.last_order_at)
     history = {
         o.order_id: OrderRecord(o.order_id, o.ts, o.total, o.refunded, o.points, o.expired)
-        for o in (*into.order_history, *other.order_history)
+        for o in into.order_history
     }
+    for o in other.order_history:
+        if o.order_id in history:
+            # One order recorded under both ids (two known customers, one
+            # person): it counts once, with its points.
+            into.orders -= 1
+            into.revenue -= o.total - o.refunded
+            into.loyalty_points -= points_held(o)
+        history[o.order_id] = OrderRecord(
+            o.order_id, o.ts, o.total, o.refunded, o.points, o.expired
+        )
     into.order_history = sorted(history.values(), key=lambda o: (o.ts, o.order_id))[
         -MAX_ORDERS_KEPT:
     ]
-    into.loyalty_points += other.loyalty_points
+    into.loyalty_points = max(0, into.loyalty_points + other.loyalty_points)
     into.tier_review_at = 0.0  # the order history changed: review the tier
     for channel, seen in other.engagement.items():
         mine_e = into.engagement.get(channel)
@@ -123,6 +138,22 @@ def merge_states(into: CustomerState, other: CustomerState) -> CustomerState:
     for event_id, ts in other.seen_ids.items():
         into.seen_ids[event_id] = max(ts, into.seen_ids.get(event_id, ts))
     into.duplicates += other.duplicates
+    # What a known customer's profile brings (an alias of two customers): its
+    # linked ids, the profiles it had absorbed, its account.
+    for linked in other.anonymous_ids:
+        if linked not in into.anonymous_ids:
+            into.anonymous_ids.append(linked)
+    for previous in other.merged_ids:
+        if previous not in into.merged_ids:
+            into.merged_ids.append(previous)
+    if other.account is not None and (
+        into.account is None or other.account.updated_at > into.account.updated_at
+    ):
+        into.account = Account(
+            id=other.account.id,
+            traits=dict(other.account.traits),
+            updated_at=other.account.updated_at,
+        )
     return into
 
 

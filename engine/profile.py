@@ -101,6 +101,16 @@ class Engagement(msgspec.Struct, array_like=True, gc=False):
         return self.opened + 3.0 * self.clicked - 2.0 * self.bounced
 
 
+class Account(msgspec.Struct, kw_only=True, gc=False):
+    """The account (B2B: a company, a team) the customer belongs to, from Segment
+    group calls: the latest call by event time names it, and its traits add up
+    over the calls for that account. Served as it is, so encoded as an object."""
+
+    id: str
+    traits: dict[str, str | int | float | bool] = {}
+    updated_at: float = 0.0  # event time of the latest group call
+
+
 class CustomerState(msgspec.Struct, kw_only=True, gc=False):
     """Everything the dataflow keeps about one customer between events.
 
@@ -158,6 +168,15 @@ class CustomerState(msgspec.Struct, kw_only=True, gc=False):
     # Set on erasure: the state is a tombstone and events up to this time are ignored.
     erased_at: float = 0.0
     ignored_after_erasure: int = 0
+    account: Account | None = None  # Segment group calls
+    # Aliased into another customer (engine/identity.py): this state is a stub
+    # that sends its events on to ``merged_into``. Its ``erased_at`` is then
+    # -inf (nothing ignored) or the time of an earlier erasure, so that the
+    # check Engine.apply makes first anyway finds it.
+    merged_into: str = ""
+    # Profiles handed over to this one through Kafka (customer ids aliased into
+    # it, anonymous profiles forwarded by such a stub): each is absorbed once.
+    merged_ids: list[str] = []
 
     @property
     def cart_value(self) -> float:
@@ -239,6 +258,7 @@ class ProfileView(msgspec.Struct, omit_defaults=True):
     segments: list[str] = []
     duplicate_events: int = 0
     anonymous_ids: list[str] = []
+    account: Account | None = None
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -331,6 +351,7 @@ def profile_view(state: CustomerState, window_s: float = 365 * 86400.0) -> Profi
         state.segments,
         state.duplicates or _INT_0,
         state.anonymous_ids,
+        state.account,
     )
 
 

@@ -1,5 +1,8 @@
 """Built-in segments derived from a profile, kept as Redis sets for targeting.
 
+Besides the named segments, a customer is in ``tier:<tier>`` and, once a
+Segment group call named their account, in ``account:<group id>``.
+
 A segment is a pure function of the state, recomputed after every event that
 can change what it reads (``SEGMENT_INPUTS_CHANGED_BY``, a tier change, a
 customer's first event, a merge); the engine emits a change only when
@@ -41,6 +44,7 @@ SEGMENT_INPUTS_CHANGED_BY = frozenset(
         "identify",
         "consent_changed",
         "message_unsubscribed",
+        "group",
     }
 )
 
@@ -49,4 +53,6 @@ def segments_of(state: CustomerState) -> list[str]:
     names = [name for name, test in SEGMENTS.items() if test(state)]
     if state.tier:
         names.append(f"tier:{state.tier}")
+    if state.account is not None:  # everyone of one account, for B2B targeting
+        names.append(f"account:{state.account.id}")
     return names

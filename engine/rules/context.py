@@ -327,6 +327,18 @@ _profile(
 )
 _profile("segments", list_of(STRING), "built-in segments", lambda s: s.state.segments)
 _profile(
+    "account_id",
+    STRING,
+    'the account of Segment group calls ("" before any)',
+    lambda s: s.state.account.id if s.state.account is not None else "",
+)
+_profile(
+    "account_traits",
+    map_of(DYN),
+    "the account's traits: profile.account_traits.plan",
+    lambda s: s.state.account.traits if s.state.account is not None else {},
+)
+_profile(
     "category_affinity",
     map_of(DOUBLE),
     "decayed interest per category",

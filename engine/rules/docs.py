@@ -108,12 +108,13 @@ def fields_markdown() -> str:
         "event the wait started from). Its fields depend on the type: a rule that reacts",
         "to several types can read the fields they share. Date triggers have no event.",
         "Every event has `type`, `event_id`, `customer_id`, `anonymous_id`, `timestamp`,",
-        "`channel` and `context`; the rest by type:",
+        "`channel`, `context` and `received_at`; the rest by type:",
         "",
         "| event type | fields |",
         "|---|---|",
     ]
-    common = {"type", "event_id", "customer_id", "anonymous_id", "timestamp", "channel", "context"}
+    common = {"type", "event_id", "customer_id", "anonymous_id", "timestamp", "channel"}
+    common |= {"context", "received_at"}
     for name in EVENT_TYPE_NAMES:
         own = [f"`{f}` ({t})" for f, (t, _c) in event_fields(name).items() if f not in common]
         out.append(f"| `{name}` | {', '.join(own) or '-'} |")

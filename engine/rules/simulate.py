@@ -11,8 +11,11 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator
 
+import msgspec
+
 from engine import identity
-from engine.customer import Effect, Engine
+from engine.control import CustomerMerged
+from engine.customer import Effect, Engine, Forwarded
 from engine.events import BaseEvent
 from engine.identity import AnonymousState, Link, ToCustomer
 from engine.profile import CustomerState
@@ -77,19 +80,38 @@ class Simulation:
     def _to_customer(self, item: ToCustomer) -> list[Effect]:
         key = item.customer_id
         state = self.customers.get(key)
-        effects: list[Effect] = []
+        effects: list[Effect | CustomerMerged] = []
         if item.erase_at is not None:
-            state, effects = self.engine.erase(state, key, item.erase_at)
+            state, erased = self.engine.erase(state, key, item.erase_at)
+            effects += erased
         else:
             if item.merge is not None:
-                state, effects = self.engine.absorb(state, item.merge, key)
+                state, merged = identity.absorb(self.engine, state, item.merge, key)
+                effects += merged
             if item.event is not None:
                 state, more = self.engine.apply(state, item.event)
                 effects += more
         if state is not None:
             self.customers[key] = state
             self._schedule(key, Engine.next_due(state))
-        return effects
+        return self._rerouted(effects)
+
+    def _rerouted(self, effects: list[Effect | CustomerMerged]) -> list[Effect]:
+        """What the dataflow sends back through Kafka after an alias of two known
+        customers (engine/identity.py), delivered here at once."""
+        out: list[Effect] = []
+        for effect in effects:
+            if isinstance(effect, CustomerMerged):
+                out += self._to_customer(ToCustomer(effect.customer_id, merge=effect))
+            elif isinstance(effect, Forwarded):
+                event = msgspec.structs.replace(effect.event, customer_id=effect.customer_id)
+                out += self._to_customer(ToCustomer(effect.customer_id, event))
+                link = identity.link_of(event)
+                if link is not None:
+                    out += self._to_anonymous(link)
+            else:
+                out.append(effect)
+        return out
 
     def _to_anonymous(self, item: BaseEvent | Link) -> list[Effect]:
         anonymous_id = item.anonymous_id

@@ -407,6 +407,7 @@ VIEW_FIELDS = {
     "preferred_hour",
     "segments",
     "anonymous_ids",
+    "account",
 }
 
 

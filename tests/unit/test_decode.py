@@ -179,7 +179,7 @@ def struct_strategy(info: msgspec.inspect.StructType) -> st.SearchStrategy[Any]:
     optional = {f.name: strategy_for(f.type) for f in info.fields if not f.required}
     kwargs = st.fixed_dictionaries(required, optional=optional)
     if issubclass(info.cls, ev.BaseEvent):
-        kwargs = kwargs.map(_with_identity)
+        kwargs = kwargs.map(_with_identity if info.cls is not ev.Alias else _with_both_ids)
     return kwargs.map(lambda kw: info.cls(**kw))
 
 
@@ -187,6 +187,14 @@ def _with_identity(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Events need one of customer_id / anonymous_id; the generator may pick neither."""
     if kwargs.get("customer_id") is None and kwargs.get("anonymous_id") is None:
         kwargs["customer_id"] = "c-1"
+    return kwargs
+
+
+def _with_both_ids(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """An alias needs both, and two different ones (the previous id and the new)."""
+    kwargs["customer_id"] = kwargs.get("customer_id") or "c-1"
+    if kwargs.get("anonymous_id") in (None, kwargs["customer_id"]):
+        kwargs["anonymous_id"] = kwargs["customer_id"] + "-before"
     return kwargs
 
 

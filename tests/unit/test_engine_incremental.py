@@ -94,6 +94,10 @@ def event_fields(kind: str, n: int, pick: Callable[[Sequence[Any]], Any]) -> dic
         return {"store_id": "st1"}
     if kind == "custom":
         return {"name": "quiz"}
+    if kind == "alias":
+        return {"anonymous_id": f"p{n}"}
+    if kind == "group":
+        return {"group_id": pick(("g1", "g2")), "traits": {"plan": pick(("pro", "free"))}}
     return {}  # page_view, cart_viewed, checkout_started: the common fields are all
 
 
@@ -296,6 +300,7 @@ def reference_view(state: CustomerState, window_s: float = 365 * 86400.0) -> Pro
         segments=state.segments,
         duplicate_events=state.duplicates,
         anonymous_ids=state.anonymous_ids,
+        account=state.account,
     )
     defaults = {
         f.name: f.default
@@ -653,7 +658,12 @@ def stream(seed: int, n: int) -> list[ev.BaseEvent]:
     rng = random.Random(seed)
     out: list[ev.BaseEvent] = []
     ts = T0
-    kinds = [*ev.EVENT_TYPE_NAMES, *["product_view"] * 8, *["add_to_cart", "page_view"] * 3]
+    # The types there were when the digest below was taken, so the stream stays the same.
+    kinds = [
+        *(k for k in ev.EVENT_TYPE_NAMES if k not in ("alias", "group")),
+        *["product_view"] * 8,
+        *["add_to_cart", "page_view"] * 3,
+    ]
     for i in range(n):
         ts += rng.expovariate(1 / 1800.0)
         c = rng.randrange(60)
@@ -709,7 +719,7 @@ def engine_digest(engine: Engine, events: list[ev.BaseEvent], snapshot_every: in
                     engine, anonymous.get(link.anonymous_id), link
                 )
                 for o in out:
-                    if isinstance(o, identity.ToCustomer) and o.merge is not None:
+                    if isinstance(o, identity.ToCustomer) and isinstance(o.merge, CustomerState):
                         state, effects = engine.absorb(
                             states.get(o.customer_id), o.merge, o.customer_id
                         )
@@ -735,10 +745,13 @@ def engine_digest(engine: Engine, events: list[ev.BaseEvent], snapshot_every: in
 # commit of this file). A change of this digest means the engine writes or
 # decides something else for the same events: if that is the intent of the
 # change, take the new value from the assertion message.
+# Retaken when the state gained ``account``, ``merged_into`` and ``merged_ids``
+# (issue 13): with those three left out of the snapshot bytes, the stream gave
+# the earlier digests (56062a6c..., 4a25f69d..., c8e21a71...) exactly.
 DIGEST = {
-    "rules": "3758:56062a6c9fc608d69cb8a4ec8e53590ad3a8311bec2d7d7d1d82eae32ca7068d",
-    "contactable": "3763:4a25f69d709bda6656ddfe60ae63a78496121e8b9d3f5fea33360cdfc806dd81",
-    "no rules": "3131:c8e21a71aa85a271ff4f52ce53fcfc567809f6f529f20f22f2b35e3d8039bdda",
+    "rules": "3758:e8ae57588a7795d3f299440698ed24d69adf077c2d20f7c9ad1208f4eed52031",
+    "contactable": "3763:9d6f4bfa879bc1593ba5ce11d183850982f6922055e40bf90eb9caac7cce2953",
+    "no rules": "3131:56fc8db6565cba71a564f94043fcaddd793d747a2d857075f0fde0dc25095932",
 }
 
 

@@ -211,7 +211,7 @@ def test_the_link_carries_the_anonymous_profile_to_the_customer() -> None:
     anon, out = _link(anon, "c", "x", T0 + 1)
     [forward] = [o for o in out if isinstance(o, ToCustomer)]
     assert forward.customer_id == "c" and forward.event is None
-    assert forward.merge is not None and forward.merge.cart_quantity == 1
+    assert isinstance(forward.merge, CustomerState) and forward.merge.cart_quantity == 1
     assert ProfileRemoved("anon:x") in out
     assert anon.customer_id == "c" and anon.profile is None
 
@@ -243,7 +243,7 @@ def test_an_anonymous_cart_fires_for_the_customer_after_merge() -> None:
     state, _ = ENGINE.apply(None, identify("i1", T0 + 1, "c", "x"))
     anon, out = _link(anon, "c", "x", T0 + 1)
     [forward] = [o for o in out if isinstance(o, ToCustomer)]
-    assert forward.merge is not None
+    assert isinstance(forward.merge, CustomerState)
     state, effects = ENGINE.absorb(state, forward.merge, "c")
     assert state.cart_quantity == 1 and "active_cart" in state.segments
     assert any(isinstance(e, SegmentsChanged) and "active_cart" in e.added for e in effects)
