@@ -18,7 +18,7 @@ microseconds, not one getter call per feature.
 | recency | exp(-days since the last order / 30); 0 before any order |
 | tenure | 1 - exp(-days since the first event / 90) |
 | sessions | log(1 + sessions) / log(51), at most 1 |
-| browsing | recently viewed products / 10, at most 1 |
+| browsing | product views per session / 10, at most 1 (how much a visit looks around) |
 | cart | 1 while the cart holds something |
 | cart_value | log(1 + cart value) / log(501), at most 1 |
 | order_value | log(1 + revenue per order) / log(501), at most 1 |
@@ -82,7 +82,7 @@ def features(scope: Scope) -> tuple[float, ...]:
         recency,
         tenure,
         min(1.0, math.log1p(s.sessions) / _LOG51),
-        min(1.0, len(s.recently_viewed) / 10.0),
+        min(1.0, s.event_counts.get("product_view", 0) / max(1, s.sessions) / 10.0),
         1.0 if s.cart else 0.0,
         min(1.0, math.log1p(max(0.0, cart_value)) / _LOG501),
         min(1.0, math.log1p(max(0.0, order_value)) / _LOG501),
