@@ -63,8 +63,18 @@ def apply_signal(state: ItemState | None, signal: ItemSignal) -> ItemState:
     return state
 
 
-def _logaddexp(a: float, b: float) -> float:
+def log_term(weight: float, ts: float, tau: float = DECAY_TAU_S) -> float:
+    """One weighted occurrence at ``ts`` in the log-space scale of this module,
+    for other decayed scores (engine/recs) that keep the same absolute form."""
+    return math.log(weight) + ts / tau
+
+
+def logaddexp(a: float, b: float) -> float:
+    """``log(exp(a) + exp(b))`` without overflow; ``-inf`` is the empty score."""
     if a == -math.inf:
         return b
     hi, lo = (a, b) if a > b else (b, a)
     return hi + math.log1p(math.exp(lo - hi))
+
+
+_logaddexp = logaddexp
