@@ -308,21 +308,7 @@ class _Pool:
     ) -> None:
         """A list of ranked items, each worth ``factor`` times its score; ``category``
         given: the list's own (a category's popular items)."""
-        found, refused, admissible = self.found, self.refused, self.admissible
-        for entry in entries:
-            sku = entry.sku
-            value = factor * entry.score
-            candidate = found.get(sku)
-            if candidate is None:
-                if value <= 0.0 or sku in refused:
-                    continue
-                if not admissible(sku):
-                    refused.add(sku)
-                    continue
-                candidate = found[sku] = Candidate(category or entry.category)
-            elif candidate.category is None:
-                candidate.category = category or entry.category
-            candidate.evidence[kind] += value
+        self.add(kind, ((e.sku, factor * e.score, category or e.category) for e in entries))
 
 
 class _Filter:
