@@ -85,11 +85,12 @@ class NextBestAction:
         return out
 
     def reward(self, decision_id: str, customer_id: str, value: float, at: float) -> list[Effect]:
-        """An explicit reward (the API's call, once it reaches the policy)."""
+        """An explicit reward (the API's call, once it reaches the policy); the
+        value is held to 0..1 (anything else counts as 0)."""
         signal = Signal(
             customer_id=customer_id,
             at=at,
-            value=value,
+            value=min(1.0, max(0.0, value)) if value == value else 0.0,
             source="explicit",
             decision_id=decision_id,
             explicit=True,
