@@ -108,6 +108,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     if args.server == "granian":
         _serve_granian(settings)
         return 0
+    # uvicorn: the server before granian, kept for comparison and as a fallback.
     import uvicorn
 
     from api.app import create_app
@@ -129,11 +130,8 @@ def _serve_granian(settings: Settings) -> None:
     settings this command resolved (flags, config file, environment) travel
     to it as PULSE_* variables, which outrank the config file there.
     """
-    try:
-        from granian import Granian
-        from granian.constants import HTTPModes, Interfaces, Loops
-    except ImportError:
-        raise SystemExit("pulse api --server granian: granian is not installed") from None
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces, Loops
 
     os.environ.update(settings.as_environ())
     Granian(
@@ -342,15 +340,17 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_api,
         "serve the HTTP API (collector, profiles, recommendations)",
         "Serve the FastAPI app: POST /v1/events, GET /v1/customers/{id}/profile,\n"
-        "GET /v1/customers/{id}/recommendations, /healthz, /readyz, /docs.",
+        "GET /v1/customers/{id}/recommendations, /healthz, /readyz, /metrics, /docs.\n"
+        "One granian worker process (HTTP/1.1, uvloop); --server uvicorn for uvicorn.",
     )
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument(
         "--server",
-        choices=["uvicorn", "granian"],
-        default="uvicorn",
-        help="the ASGI server (default uvicorn; docs/api-performance.md compares them)",
+        choices=["granian", "uvicorn"],
+        default="granian",
+        help="the ASGI server (default granian, chosen by benchmarks/api.py: "
+        "docs/api-performance.md)",
     )
 
     p = add(
