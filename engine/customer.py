@@ -37,6 +37,8 @@ from engine.profile import (
     points_refunded,
 )
 from engine.profile import points_held as points_held  # re-exported for callers
+from engine.recs.relations import PairSignal
+from engine.recs.shopper import remember
 from engine.rules.ruleset import RuleBook, RuleSet
 from engine.rules.runtime import Rules
 from engine.segments import SEGMENT_INPUTS_CHANGED_BY, segments_of
@@ -83,6 +85,7 @@ Effect = (
     | DuplicateDropped
     | SegmentsChanged
     | ItemSignal
+    | PairSignal
     | Forwarded
 )
 
@@ -118,7 +121,7 @@ class Engine:
         if state.erased_at:
             if state.merged_into:  # aliased into another customer (engine/identity.py)
                 if ts > state.erased_at and not (
-                    # the reverse alias: its link is doing the work (identity._pass_on)
+                    # the reverse alias: its own link does the work (identity._pass_on)
                     type(event) is ev.Alias and event.anonymous_id == state.merged_into
                 ):
                     return state, [Forwarded(state.merged_into, event)]
@@ -174,6 +177,9 @@ class Engine:
         signals = item_signals(event, ts)
         if signals:
             effects.extend(signals)
+            # The recommender's memory, and the item pairs the event showed
+            # (views, carts and orders are exactly the events with signals).
+            effects.extend(remember(state.shopper, event))
         # Segments read only what some event types change (and the tier): on
         # other events they stay as they are, unless this is a fresh profile.
         self._derive(state, ts, effects, first or kind in SEGMENT_INPUTS_CHANGED_BY)

@@ -31,6 +31,7 @@ from engine.profile import (
     Viewed,
     points_held,
 )
+from engine.recs.shopper import merge_items
 
 
 def merge_states(into: CustomerState, other: CustomerState) -> CustomerState:
@@ -75,6 +76,7 @@ def merge_states(into: CustomerState, other: CustomerState) -> CustomerState:
             mine.name = mine.name or line.name
     into.cart_updated_at = max(into.cart_updated_at, other.cart_updated_at)
 
+    merge_items(into.shopper, other.shopper)
     into.sessions += other.sessions
     into.session_started_at = max(into.session_started_at, other.session_started_at)
     for category, score in other.affinity.items():

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from engine.recs.shopper import ShopperItems
 from engine.rules.memory import Journey, Pending, Sent
 
 # Bump when a change to the state Structs would not load from an older snapshot
@@ -177,6 +178,9 @@ class CustomerState(msgspec.Struct, kw_only=True, gc=False):
     # Profiles handed over to this one through Kafka (customer ids aliased into
     # it, anonymous profiles forwarded by such a stub): each is absorbed once.
     merged_ids: list[str] = []
+    # What the recommender remembers (engine/recs/shopper.py): viewed items with
+    # their categories, bought items with their decayed repeat weight.
+    shopper: ShopperItems = msgspec.field(default_factory=ShopperItems)
 
     @property
     def cart_value(self) -> float:

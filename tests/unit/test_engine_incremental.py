@@ -748,10 +748,14 @@ def engine_digest(engine: Engine, events: list[ev.BaseEvent], snapshot_every: in
 # Retaken when the state gained ``account``, ``merged_into`` and ``merged_ids``
 # (issue 13): with those three left out of the snapshot bytes, the stream gave
 # the earlier digests (56062a6c..., 4a25f69d..., c8e21a71...) exactly.
+# Retaken when the state gained ``shopper`` and the engine its ``PairSignal``
+# effects (issue 11): with the field left out of the snapshot bytes and those
+# effects skipped, the stream gave the digests before them (e8ae5758...,
+# 9d6f4bfa..., 56fc8db6...) exactly.
 DIGEST = {
-    "rules": "3758:e8ae57588a7795d3f299440698ed24d69adf077c2d20f7c9ad1208f4eed52031",
-    "contactable": "3763:9d6f4bfa879bc1593ba5ce11d183850982f6922055e40bf90eb9caac7cce2953",
-    "no rules": "3131:56fc8db6565cba71a564f94043fcaddd793d747a2d857075f0fde0dc25095932",
+    "rules": "3758:1995093cd29f833dbfb7ef86a425a26542b0b3eaa2c1ab9517094edbdf7c87e4",
+    "contactable": "3763:230aea9f3630fd1a193b773a63aed615edaec08528cd67fb78812b4cec720bad",
+    "no rules": "3131:cc1b76790e559f0125c6f83f87b6156b1b1ffa21230c17cfe7e49782d9faa455",
 }
 
 
