@@ -36,6 +36,7 @@ from engine.decode import DeadLetter, decode_event
 from engine.events import Alias
 from engine.identity import Link, ToCustomer
 from engine.popularity import ItemSignal
+from engine.recs.relations import PairSignal
 from engine.triggers import Decision, Trigger, TriggerFired
 
 Keyed = tuple[str, Any]
@@ -103,14 +104,15 @@ def route(partition_time: PartitionTime, batch: list[RawMessage | KafkaError[Any
 class Outputs:
     """Everything one batch of the state steps wrote, for the sinks."""
 
-    __slots__ = ("decisions", "rerouted", "segments", "signals", "triggers", "views")
+    __slots__ = ("decisions", "items", "rerouted", "segments", "signals", "triggers", "views")
 
     def __init__(self) -> None:
         self.views: dict[str, bytes | None] = {}
+        self.items: dict[str, bytes] = {}  # customer key -> encoded ShopperItems
         self.segments: list[SegmentsChanged] = []
         self.triggers: list[Trigger] = []
         self.decisions: list[Decision] = []
-        self.signals: list[ItemSignal] = []
+        self.signals: list[ItemSignal | PairSignal] = []  # to the items' step
         # What an alias of two known customers sends back to Kafka (engine/identity.py).
         self.rerouted: list[Forwarded | CustomerMerged] = []
 
@@ -121,8 +123,10 @@ def gather(batch: list[tuple[str, StepOut]]) -> list[Outputs]:
     views = out.views
     for _key, step in batch:
         views.update(step.views)
+        if step.items:
+            out.items.update(step.items)
         for effect in step.effects:
-            if isinstance(effect, ItemSignal):
+            if isinstance(effect, ItemSignal | PairSignal):
                 out.signals.append(effect)
             elif isinstance(effect, Decision):
                 out.decisions.append(effect)

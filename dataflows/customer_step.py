@@ -35,6 +35,7 @@ from engine.profile import (
     encode_view,
     profile_view,
 )
+from engine.recs.shopper import encode_items
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -108,12 +109,14 @@ class StepOut:
     """What a state step's key did with one batch: its effects in order, less the
     profile changes, which collapse into the view of the last state."""
 
-    __slots__ = ("_changed", "effects", "forward", "views")
+    __slots__ = ("_changed", "effects", "forward", "items", "views")
 
     def __init__(self) -> None:
         self.effects: list[Effect] = []
         # customer key -> encoded view, or None for a profile that was removed
         self.views: dict[str, bytes | None] = {}
+        # customer key -> the recommender's items (engine/recs/shopper.py), encoded
+        self.items: dict[str, bytes] = {}
         self.forward: list[Stamped[ToCustomer]] = []  # anonymous ids: on to a customer
         self._changed: dict[str, CustomerState] = {}
 
@@ -134,6 +137,8 @@ class StepOut:
         nothing to say."""
         for key, state in self._changed.items():
             self.views[key] = encode_view(profile_view(state))
+            if state.shopper.viewed or state.shopper.bought:
+                self.items[key] = encode_items(state.shopper)
         if self.views or self.effects or self.forward:
             return [self]
         return []

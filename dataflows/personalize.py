@@ -63,6 +63,7 @@ from engine.decode import DeadLetter
 from engine.identity import ToCustomer, control_inputs
 from engine.popularity import ItemSignal
 from engine.privacy import EraseCustomer
+from engine.recs.relations import PairSignal
 from pulse.keys import RedisKeys
 from pulse.settings import Settings
 
@@ -222,7 +223,7 @@ def _by_item(batch: list[Outputs]) -> list[Keyed]:
     """A batch's signals grouped by item, in order: one item to exchange and one
     call per item a batch touched, however many signals it had (popular items
     have many)."""
-    grouped: dict[str, list[ItemSignal]] = {}
+    grouped: dict[str, list[ItemSignal | PairSignal]] = {}
     for out in batch:
         for signal in out.signals:
             same = grouped.get(signal.sku)

@@ -16,6 +16,7 @@ class ProfileWrites(Protocol):
     """What a batch changed in serving views (dataflows/batches.py: Outputs)."""
 
     views: dict[str, bytes | None]  # customer key -> encoded view, None: removed
+    items: dict[str, bytes]  # customer key -> the recommender's items, encoded
     segments: list[SegmentsChanged]
 
 
@@ -28,10 +29,12 @@ class _ProfilePartition(StatelessSinkPartition[ProfileWrites]):
         # One write per customer per batch: the last view wins, and since it is
         # absolute, rewriting it after a replay cannot double count.
         latest: dict[str, bytes | None] = {}
+        shopper: dict[str, bytes] = {}
         commands: list[Command] = []
         keys = self._keys
         for item in items:
             latest.update(item.views)
+            shopper.update(item.items)
             for change in item.segments:
                 # Membership is absolute (add/remove), so a replay cannot double count.
                 for name in change.added:
@@ -46,7 +49,11 @@ class _ProfilePartition(StatelessSinkPartition[ProfileWrites]):
                 # One field holding the whole view: a single argument to pack
                 # and send instead of one per attribute (measured in
                 # benchmarks/profiles.py), and read back with one HGET.
-                commands.append(("HSET", profile(customer_id), "view", view))
+                mine = shopper.get(customer_id)
+                if mine is None:
+                    commands.append(("HSET", profile(customer_id), "view", view))
+                else:
+                    commands.append(("HSET", profile(customer_id), "view", view, "items", mine))
         write_all(self._client, commands)
 
     def close(self) -> None:

@@ -40,6 +40,15 @@ class RedisKeys:
     def item(self, sku: str) -> str:
         return f"{self.prefix}:item:{{{sku}}}"
 
+    def similar(self, sku: str) -> str:
+        """An item's similar items (engine/recs/relations.py), MessagePack."""
+        return f"{self.prefix}:item:{{{sku}}}:similar"
+
+    def ranking(self, name: str) -> str:
+        """A popularity list (engine/recs/trending.py: ``popular``, ``trending``,
+        ``popular:{category}``, ``trending:{category}``), a sorted set."""
+        return f"{self.prefix}:rank:{name}"
+
     def also_bought(self, sku: str) -> str:
         return f"{self.prefix}:item:{{{sku}}}:also"
 
