@@ -101,16 +101,29 @@ class SegmentBatchAccepted(BatchAccepted, frozen=True, kw_only=True):
 
 class Recommendation(Struct, frozen=True, kw_only=True):
     sku: str
-    name: str | None
+    score: float  # the blended evidence; comparable within one answer only
+    # The evidence that weighed most (engine/recs/ranker.py EVIDENCE).
+    reason: Literal["bought_before", "viewed", "similar", "category", "popular", "trending"]
     category: str | None
-    price: float | None
-    reason: Literal["favourite category", "popular"]
 
 
 class Recommendations(Struct, frozen=True, kw_only=True):
     customer_id: str
+    context: str
     items: list[Recommendation]
-    strategy: str
+    strategy: Literal["personalised", "trending"]  # trending: nothing known of the customer
+
+
+class SimilarItem(Struct, frozen=True, kw_only=True):
+    sku: str
+    score: float  # a share of the best related item's weight, in (0, 1]
+    category: str | None
+
+
+class SimilarItems(Struct, frozen=True, kw_only=True):
+    sku: str
+    items: list[SimilarItem]
+    strategy: Literal["related", "popular in category", "popular"]
 
 
 # Requests --------------------------------------------------------------------
@@ -313,6 +326,7 @@ def _components() -> dict[str, Any]:
         ProfileView,
         Profile,
         Recommendations,
+        SimilarItems,
         ErasureAccepted,
         CustomerExport,
         Inbox,

@@ -29,6 +29,7 @@ VIEW = ProfileView(
     events_total=12,
     event_counts={"product_view": 9, "order_completed": 2, "add_to_cart": 1},
     category_views={"candles": 5, "mugs": 1},
+    category_affinity={"candles": 5.0, "mugs": 1.0},
     cart=[CartItemView("SKU-2", 1, 12.5, "candles", "Pine candle")],
     cart_value=12.5,
     cart_quantity=1,
@@ -58,6 +59,8 @@ def api(pulse_settings: Settings, redis_client: redis.Redis) -> Iterator[TestCli
     raw.close()
     for sku, category, score in ITEMS:
         redis_client.zadd(keys.popular(), {sku: score})
+        redis_client.zadd(keys.ranking("popular"), {sku: score})
+        redis_client.zadd(keys.ranking(f"popular:{category}"), {sku: score})
         redis_client.hset(
             keys.item(sku), mapping={"sku": sku, "name": f"Item {sku}", "category": category,
                                      "price": "9.5"}
@@ -100,27 +103,38 @@ def test_profile_is_the_whole_view_with_rfm(api: TestClient, encoder_calls: list
 def test_recommendations_favour_categories_and_leave_the_cart_out(
     api: TestClient, encoder_calls: list[Any]
 ) -> None:
-    response = api.get("/v1/customers/c-1/recommendations", params={"limit": 2})
+    response = api.get("/v1/customers/c-1/recommendations", params={"k": 2})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
     assert encoder_calls == []
     body = orjson.loads(response.content)
-    assert body["customer_id"] == "c-1" and body["strategy"] == "popularity"
-    # SKU-2 is in the cart; candles (5 views) come before mugs (1 view).
-    assert [item["sku"] for item in body["items"]] == ["SKU-3", "SKU-1"]
-    assert body["items"][0] == {
-        "sku": "SKU-3",
-        "name": "Item SKU-3",
-        "category": "candles",
-        "price": 9.5,
-        "reason": "favourite category",
-    }
+    assert body["customer_id"] == "c-1" and body["strategy"] == "personalised"
+    assert body["context"] == "home"
+    # SKU-2 is in the cart; SKU-3 is there for its category (candles, the
+    # favourite), SKU-1 for being the most popular item.
+    by_sku = {item["sku"]: item for item in body["items"]}
+    assert set(by_sku) == {"SKU-3", "SKU-1"}
+    assert by_sku["SKU-3"]["category"] == "candles"
+    # The old parameter name still works.
+    old = api.get("/v1/customers/c-1/recommendations", params={"limit": 1}).json()
+    assert len(old["items"]) == 1
 
 
 def test_an_unknown_customer_gets_popular_items(api: TestClient) -> None:
     body = api.get("/v1/customers/nobody/recommendations").json()
     assert [item["sku"] for item in body["items"]] == ["SKU-1", "SKU-2", "SKU-3", "SKU-4"]
     assert {item["reason"] for item in body["items"]} == {"popular"}
+    assert body["strategy"] == "trending"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["context=shelf", "context=product:", "k=0", "k=101", "include=" + "x" * 3000],
+)
+def test_bad_parameters_get_a_4xx_that_says_which(api: TestClient, query: str) -> None:
+    response = api.get(f"/v1/customers/c-1/recommendations?{query}")
+    assert response.status_code == 422, response.text
+    assert query.split("=")[0] in response.text
 
 
 def test_the_spy_sees_a_route_that_returns_a_dict(encoder_calls: list[Any]) -> None:
