@@ -412,18 +412,14 @@ def _show_results(
     status, profile = _request(settings, "GET", f"/v1/customers/{customer}/profile")
     console.rule(f"profile of {customer} (GET /v1/customers/{customer}/profile)")
     console.print_json(data=profile if status == 200 else {"status": status, "body": profile})
-    status, recs = _request(settings, "GET", f"/v1/customers/{customer}/recommendations?limit=5")
-    console.rule(f"recommendations for {customer}")
+    status, recs = _request(settings, "GET", f"/v1/customers/{customer}/recommendations?k=5")
+    console.rule(f"recommendations for {customer} ({(recs or {}).get('strategy', '?')})")
     recs_table = Table()
-    for column in ("sku", "name", "category", "price", "reason"):
+    for column in ("sku", "category", "score", "reason"):
         recs_table.add_column(column)
     for item in (recs or {}).get("items", []):
         recs_table.add_row(
-            item["sku"],
-            item.get("name") or "",
-            item.get("category") or "",
-            f"{item.get('price') or 0:.2f}",
-            item["reason"],
+            item["sku"], item.get("category") or "", f"{item['score']:.3f}", item["reason"]
         )
     console.print(recs_table)
 
