@@ -21,8 +21,10 @@ import httpx
 import orjson
 
 from benchmarks.common import (
+    HttpConnection,
     bench_settings,
     free_port,
+    http_request,
     percentile,
     print_table,
     start,
@@ -58,44 +60,6 @@ def _event(i: int) -> dict[str, Any]:
     }
 
 
-class _Connection:
-    """A keep-alive HTTP/1.1 connection that sends one request at a time.
-
-    The load generator must cost far less CPU than the server it loads: on two
-    cores, httpx's async client spent about 1 ms of CPU per request and became
-    the bottleneck at 1,000 requests/s. Requests here are pre-encoded bytes and
-    responses are read by Content-Length, nothing more.
-    """
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def open(cls, host: str, port: int) -> _Connection:
-        reader, writer = await asyncio.open_connection(host, port)
-        return cls(reader, writer)
-
-    async def request(self, raw: bytes) -> int:
-        self.writer.write(raw)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:])
-        if length:
-            await self.reader.readexactly(length)
-        return status
-
-
-def _http_post(path: str, body: bytes, host: str, port: int) -> bytes:
-    return (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-
-
 async def _open_loop(
     host: str, port: int, path: str, rate: float, seconds: float, batch: int, connections: int
 ) -> dict[str, Any]:
@@ -107,10 +71,10 @@ async def _open_loop(
             body = orjson.dumps(_event(k))
         else:
             body = orjson.dumps({"events": [_event(k * batch + j) for j in range(batch)]})
-        requests.append(_http_post(path, body, host, port))
-    idle: asyncio.Queue[_Connection] = asyncio.Queue()
+        requests.append(http_request("POST", path, host, port, body))
+    idle: asyncio.Queue[HttpConnection] = asyncio.Queue()
     for _ in range(connections):
-        idle.put_nowait(await _Connection.open(host, port))
+        idle.put_nowait(await HttpConnection.open(host, port))
     latencies: list[float] = []
     errors: dict[str, int] = {}
 
@@ -120,7 +84,7 @@ async def _open_loop(
             status = await conn.request(raw)
         except (OSError, asyncio.IncompleteReadError) as exc:
             errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-            conn = await _Connection.open(host, port)
+            conn = await HttpConnection.open(host, port)
             idle.put_nowait(conn)
             return
         idle.put_nowait(conn)

@@ -47,6 +47,7 @@ from benchmarks.common import (
     Flow,
     add_baseline_argument,
     bench_settings,
+    drop_keys,
     flows,
     print_table,
     rules_without_triggers,
@@ -446,15 +447,7 @@ def _run(
 
 def _drop(settings: Settings) -> None:
     """Free the benchmark's Redis keys so the next size measures alone."""
-    client: redis.Redis = redis.Redis.from_url(settings.redis)
-    batch = []
-    for key in client.scan_iter(match=f"{settings.redis_prefix}:*", count=5000):
-        batch.append(key)
-        if len(batch) >= 5000:
-            client.delete(*batch)
-            batch = []
-    if batch:
-        client.delete(*batch)
+    drop_keys(settings)
 
 
 if __name__ == "__main__":
