@@ -17,6 +17,7 @@ from api.auth import KeyRing
 from api.ingest import Collector
 from api.metrics import ApiMetrics, RequestTimer
 from api.producer import AckProducer
+from api.rejections import Rejections
 from api.routes import (
     customers,
     events,
@@ -42,6 +43,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.redis = aioredis.Redis.from_url(settings.redis, socket_timeout=2)
         app.state.producer = AckProducer(settings.kafka, settings.ack_timeout_s)
         app.state.collector = Collector(settings, app.state.producer)
+        app.state.rejections = Rejections(settings, app.state.producer, app.state.metrics.registry)
         app.state.rfm_bands = rfm_bands
         if keyring.open:
             log.warning("no write_keys or read_keys: the API is open to anyone (development mode)")

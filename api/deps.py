@@ -13,6 +13,7 @@ from fastapi import Request
 
 from api.ingest import Collector
 from api.producer import AckProducer
+from api.rejections import Rejections
 from engine.rfm import RfmBands
 from pulse.keys import RedisKeys
 from pulse.settings import Settings
@@ -45,4 +46,9 @@ async def collector(request: Request) -> Collector:
 
 async def rfm_bands(request: Request) -> RfmBands:
     value: RfmBands = request.app.state.rfm_bands
+    return value
+
+
+async def rejections(request: Request) -> Rejections:
+    value: Rejections = request.app.state.rejections
     return value

@@ -42,7 +42,13 @@ class AckProducer:
         while not self._stop.is_set():
             self._producer.poll(0.05)
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+    async def send(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
+    ) -> None:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
 
@@ -58,7 +64,9 @@ class AckProducer:
             loop.call_soon_threadsafe(settle)
 
         try:
-            self._producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+            self._producer.produce(
+                topic, key=key, value=value, headers=headers, on_delivery=on_delivery
+            )
         except BufferError as exc:
             raise KafkaUnavailable("producer queue full") from exc
         except KafkaException as exc:

@@ -136,18 +136,32 @@ class EventBatch(Struct, frozen=True):
 
 
 SegmentId = Annotated[str, Meta(min_length=1, max_length=256)]
-# RFC 3339 with an offset, as Pulse requires of event times.
-SegmentTime = Annotated[datetime, Meta(tz=True)]
+# RFC 3339; as Segment's servers take it, also without zero padding.
+# api/segment.py parses it and names the field when it is not a time.
+SegmentTime = Annotated[
+    str,
+    Meta(
+        max_length=64,
+        examples=["2012-12-02T00:30:08.276Z"],
+        description="RFC 3339 (zero padding optional)",
+        extra_json_schema={"format": "date-time"},
+    ),
+]
 
 
 class SegmentCall(Struct, frozen=True, kw_only=True, tag_field="type"):
-    """Fields common to Segment's calls (Segment Spec). Unknown fields are ignored."""
+    """Fields common to Segment's calls (Segment Spec). Unknown fields are ignored.
 
-    messageId: SegmentId
+    Without ``messageId`` the event id is derived from the call's content
+    (docs/segment.md); with ``sentAt`` the time is corrected for the client's
+    clock skew: received - (sentAt - timestamp)."""
+
+    messageId: SegmentId | None = None
     userId: SegmentId | None = None
     anonymousId: SegmentId | None = None
     timestamp: SegmentTime | None = None
     originalTimestamp: SegmentTime | None = None
+    sentAt: SegmentTime | None = None
     context: dict[str, Any] = {}
     integrations: dict[str, Any] = {}
     writeKey: str | None = None
@@ -174,7 +188,23 @@ class SegmentScreen(SegmentCall, frozen=True, kw_only=True, tag="screen"):
     properties: dict[str, Any] = {}
 
 
-SegmentMessage = SegmentTrack | SegmentIdentify | SegmentPage | SegmentScreen
+class SegmentAlias(SegmentCall, frozen=True, kw_only=True, tag="alias"):
+    """``previousId`` (an anonymous id or another user id) is ``userId`` from now on."""
+
+    userId: SegmentId
+    previousId: SegmentId
+
+
+class SegmentGroup(SegmentCall, frozen=True, kw_only=True, tag="group"):
+    """The user belongs to the account ``groupId``, with its traits."""
+
+    groupId: SegmentId | int
+    traits: dict[str, Any] = {}
+
+
+SegmentMessage = (
+    SegmentTrack | SegmentIdentify | SegmentPage | SegmentScreen | SegmentAlias | SegmentGroup
+)
 
 
 class SegmentBatch(Struct, frozen=True, kw_only=True):
@@ -192,6 +222,8 @@ SEGMENT_CALLS: dict[str, type[SegmentCall]] = {
     "identify": SegmentIdentify,
     "page": SegmentPage,
     "screen": SegmentScreen,
+    "alias": SegmentAlias,
+    "group": SegmentGroup,
 }
 
 
@@ -337,6 +369,10 @@ def _components() -> dict[str, Any]:
     components["Event"] = event  # the tagged union: anyOf with a discriminator on "type"
     for component in components.values():
         _document_checks(component)
+    # An alias needs both ids (engine.events.Alias), not one of them.
+    alias = components["Alias"]
+    alias.pop("anyOf", None)
+    alias["required"] = sorted({*alias.get("required", []), "customer_id", "anonymous_id"})
     # The single-call endpoints (/v1/track, ...) imply the type: it is optional there.
     for call in SEGMENT_CALLS.values():
         single = copy.deepcopy(components[call.__name__])

@@ -1,22 +1,38 @@
 """Segment Tracking API calls to Pulse events: pure functions from dict to dict.
 
-``to_pulse`` turns one Segment ``track`` / ``identify`` / ``page`` / ``screen``
-message (already a plain JSON dict) into the JSON dict of a Pulse event. The
-result is then validated by ``engine.decode.decode_event`` like every other
-event; ``Mapped.segment_field`` translates a field named in a validation error
-back to the Segment field it came from, so clients see their own names.
+``to_pulse`` turns one Segment call (``track``, ``identify``, ``page``,
+``screen``, ``alias``, ``group``; already a plain JSON dict) into the JSON dict
+of a Pulse event. The result is then validated by ``engine.decode.decode_event``
+like every other event; ``Mapped.segment_field`` translates a field named in a
+validation error back to the Segment field it came from, so clients see their
+own names.
 
 Track events of Segment's e-commerce spec become Pulse's typed events; any other
-track event becomes a ``custom`` event carrying its name and properties.
+track event becomes a ``custom`` event carrying its name and properties. What
+Segment's own servers add is done here too (docs/segment.md): a call without
+``messageId`` gets one derived from its content, and with ``sentAt`` its time
+is corrected for the client's clock skew.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-CALL_TYPES = ("track", "identify", "page", "screen")
+import msgspec
+
+CALL_TYPES = ("track", "identify", "page", "screen", "alias", "group")
+
+# Fields that are not the call's content: they differ between two sends of one
+# call (sentAt is stamped per attempt; the write key may move to a header).
+NOT_CONTENT = frozenset({"messageId", "sentAt", "writeKey", "receivedAt"})
+DERIVED_ID_PREFIX = "auto-"
+_canonical = msgspec.json.Encoder(order="sorted")
 
 # Segment e-commerce event names (normalised: lower case, single spaces) -> Pulse types.
 TRACK_TYPES: dict[str, str] = {
@@ -66,25 +82,53 @@ def normalise_event_name(name: str) -> str:
     return " ".join(name.replace("_", " ").split()).lower()
 
 
-def to_pulse(message: Mapping[str, Any], call: str | None = None) -> Mapped:
-    """Map one Segment call to a Pulse event dict.
-
-    ``call`` is the call type when the endpoint implies it (``/v1/track``);
-    otherwise the message's own ``type`` is used. Raises ``SegmentError`` for a
-    message Pulse cannot take (no messageId, no user, unsupported call type).
-    """
+def call_type(message: Mapping[str, Any], call: str | None = None) -> str:
+    """The call's type: implied by the endpoint (``/v1/track``) or its own ``type``."""
     kind = call or message.get("type")
     if kind not in CALL_TYPES:
         if kind is None:
             raise SegmentError("type", f"required: one of {', '.join(CALL_TYPES)}")
         raise SegmentError("type", f"Pulse does not take {kind!r} calls")
+    return str(kind)
+
+
+def derived_message_id(message: Mapping[str, Any], kind: str) -> str:
+    """The id of a call sent without ``messageId``: a digest of its content.
+
+    The content is the call's JSON object (in a batch, with the batch's
+    context merged into its own) and its type, less the fields in
+    ``NOT_CONTENT``; keys in any order. So a raw call sent again counts once,
+    and a call that differs in anything else is another event.
+    """
+    content = {k: v for k, v in message.items() if k not in NOT_CONTENT}
+    content["type"] = kind
+    digest = hashlib.sha256(_canonical.encode(content)).hexdigest()
+    return DERIVED_ID_PREFIX + digest[:32]
+
+
+def to_pulse(
+    message: Mapping[str, Any], call: str | None = None, received_at: datetime | None = None
+) -> Mapped:
+    """Map one Segment call to a Pulse event dict.
+
+    ``call`` is the call type when the endpoint implies it (``/v1/track``);
+    otherwise the message's own ``type`` is used. ``received_at``: when Pulse
+    received the call; it corrects the call's time for clock skew (with
+    ``sentAt``) and is kept as the event's ``received_at``. Raises
+    ``SegmentError`` for a message Pulse cannot take (no user, unsupported
+    call type, a time that is not one).
+    """
+    kind = call_type(message, call)
     out = _Builder(message)
-    out.take("event_id", "messageId", required=True)
-    if _get(message, "userId") is None and _get(message, "anonymousId") is None:
+    out.take("event_id", "messageId")
+    if "event_id" not in out.event:
+        out.event["event_id"] = derived_message_id(message, kind)
+    no_user = _get(message, "userId") is None and _get(message, "anonymousId") is None
+    if no_user and kind != "alias":  # an alias names its ids itself (_alias)
         raise SegmentError("userId", "userId or anonymousId is required")
     out.take("customer_id", "userId")
     out.take("anonymous_id", "anonymousId")
-    out.take("timestamp", "timestamp", "originalTimestamp")
+    _times(out, received_at)
     out.event["channel"] = "app" if kind == "screen" or _from_app(message) else "web"
     out.take("context.ip", "context.ip")
     out.take("context.user_agent", "context.userAgent")
@@ -95,9 +139,106 @@ def to_pulse(message: Mapping[str, Any], call: str | None = None) -> Mapped:
         _identify(out)
     elif kind in ("page", "screen"):
         _page(out, screen=kind == "screen")
+    elif kind == "alias":
+        _alias(out)
+    elif kind == "group":
+        _group(out)
     else:
         _track(out)
     return Mapped(out.event, out.sources)
+
+
+def _times(out: _Builder, received_at: datetime | None) -> None:
+    """The event time, corrected for clock skew as Segment does: with ``sentAt``
+    (the client's clock when it sent), received - (sentAt - the call's time)."""
+    given = {f: parse_time(out.message, f) for f in _TIME_FIELDS if out.has(f)}
+    own_field = next((f for f in ("timestamp", "originalTimestamp") if f in given), None)
+    own = given[own_field] if own_field else None
+    sent = given.get("sentAt")
+    if received_at is not None:
+        out.event["received_at"] = received_at.isoformat()
+        if sent is not None and own is None:
+            own = received_at
+        elif sent is not None and own is not None:
+            with contextlib.suppress(OverflowError):  # past year 1 or 9999: left as sent
+                own = received_at - (sent - own)
+    if own is not None:
+        out.event["timestamp"] = own.isoformat()
+        out.sources["timestamp"] = own_field or "sentAt"
+
+
+def _alias(out: _Builder) -> None:
+    """``previousId`` (an anonymous id or another user id) becomes ``userId``.
+
+    A call's own ``anonymousId`` is not the previous id (analytics.js fills
+    ``previousId`` itself): the Pulse event's anonymous id is the previous id.
+    """
+    out.event["type"] = "alias"
+    if "customer_id" not in out.event:
+        raise SegmentError("userId", "required: the id the previous id becomes")
+    out.event.pop("anonymous_id", None)
+    out.take("anonymous_id", "previousId", required=True)
+
+
+def _group(out: _Builder) -> None:
+    out.event["type"] = "group"
+    out.take("group_id", "groupId", required=True, text=True)
+    traits = _get(out.message, "traits")
+    if traits is not None and not isinstance(traits, Mapping):
+        raise SegmentError("traits", "must be an object")
+    out.event["traits"] = flat_traits(traits or {})
+    out.sources["traits"] = "traits"
+
+
+def flat_traits(traits: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Group traits as an account keeps them: scalars, nested objects flattened
+    with dots (``address.city``); nulls and lists are left out."""
+    out: dict[str, Any] = {}
+    for key, value in traits.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flat_traits(value, f"{name}."))
+        elif isinstance(value, str | int | float | bool):
+            out[name] = value
+    return out
+
+
+_TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt")
+# RFC 3339, and as Segment's servers take it also without zero padding
+# ("2015-2-02T00:30:08.276Z", in Segment's own batch example).
+_TIME = re.compile(
+    r"(\d{4})-(\d{1,2})-(\d{1,2})"
+    r"[Tt ](\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:[.,](\d+))?)?"
+    r"(Z|z|[+-]\d{2}:?\d{2})"
+)
+
+
+def parse_time(message: Mapping[str, Any], path: str) -> datetime:
+    """The time at ``path``, as Segment's servers read one (see ``_TIME``)."""
+    value = _get(message, path)
+    match = _TIME.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise SegmentError(path, f"not an ISO 8601 time: {value!r}")
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    zone = UTC
+    if offset not in ("Z", "z"):
+        sign = -1 if offset[0] == "-" else 1
+        digits = offset[1:].replace(":", "")
+        minutes = int(digits[:2]) * 60 + int(digits[2:])
+        zone = timezone(sign * timedelta(minutes=minutes))
+    try:
+        return datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second or 0),
+            int((fraction or "0")[:6].ljust(6, "0")),
+            tzinfo=zone,
+        )
+    except ValueError as exc:
+        raise SegmentError(path, f"not a time: {value!r} ({exc})") from None
 
 
 def _identify(out: _Builder) -> None:
@@ -201,6 +342,9 @@ class _Builder:
         self.message = message
         self.event: dict[str, Any] = {}
         self.sources: dict[str, str] = {}
+
+    def has(self, path: str) -> bool:
+        return _get(self.message, path) is not None
 
     def take(
         self,

@@ -208,15 +208,13 @@ class Alias(BaseEvent, frozen=True, tag="alias"):
 
     Both ids are required. Merges the previous id's profile into the customer's
     as an identify does for an anonymous id, and a previous customer id's own
-    profile too (docs/identity.md).
+    profile too (docs/identity.md); the same id twice merges nothing.
     """
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.customer_id is None or self.anonymous_id is None:
             raise ValueError("alias needs customer_id and anonymous_id (the previous id)")
-        if self.customer_id == self.anonymous_id:
-            raise ValueError("alias: the previous id (anonymous_id) equals customer_id")
 
 
 # An account trait: what a Segment group call's traits hold, flattened.
@@ -281,5 +279,9 @@ def event_type(event: BaseEvent) -> str:
 
 
 def json_schema() -> dict[str, object]:
-    """JSON Schema of an event, generated from the Structs above."""
-    return msgspec.json.schema(Event)  # type: ignore[arg-type]
+    """JSON Schema of an event, generated from the Structs above (plus what
+    Alias.__post_init__ checks: both ids)."""
+    schema: dict[str, Any] = msgspec.json.schema(Event)  # type: ignore[arg-type]
+    alias = schema["$defs"]["Alias"]
+    alias["required"] = sorted({*alias.get("required", []), "customer_id", "anonymous_id"})
+    return schema

@@ -142,7 +142,7 @@ def resolve(
         anon.customer_id = item.customer_id
         merged, anon.profile = anon.profile, None
         out: list[ToCustomer | Effect] = []
-        if item.alias:  # the previous id may be a known customer's as well
+        if item.alias and anonymous_id != item.customer_id:  # may be a known customer's too
             request = MergeRequest(item.customer_id, item_ts)
             out.append(ToCustomer(anonymous_id, merge=request))
         if merged is None:
@@ -202,8 +202,8 @@ def absorb(
 def _merge_away(
     state: CustomerState | None, request: MergeRequest, customer_id: str
 ) -> tuple[CustomerState, list[Effect | CustomerMerged]]:
-    if state is not None and state.merged_into:
-        return state, []  # aliased already: the first alias of an id wins
+    if (state is not None and state.merged_into) or request.into == customer_id:
+        return state or CustomerState(customer_id=customer_id), []  # the first alias wins
     erased_at = state.erased_at if state is not None and state.erased_at else -math.inf
     stub = CustomerState(customer_id=customer_id, merged_into=request.into, erased_at=erased_at)
     if state is None or (state.events_total == 0 and not state.merged_ids):

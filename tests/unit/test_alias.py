@@ -195,13 +195,20 @@ def test_an_anonymous_profile_reaching_a_stub_goes_on_to_the_customer() -> None:
     ]
 
 
-def test_the_alias_event_needs_two_different_ids() -> None:
-    for previous in (None, "c"):
-        try:
-            ev.Alias(event_id="a", timestamp=at(T0), customer_id="c", anonymous_id=previous)
-        except ValueError:
-            continue
-        raise AssertionError(f"accepted the previous id {previous!r}")
+def test_the_alias_event_needs_both_ids() -> None:
+    try:
+        ev.Alias(event_id="a", timestamp=at(T0), customer_id="c")
+    except ValueError:
+        return
+    raise AssertionError("accepted an alias without its previous id")
+
+
+def test_an_alias_of_an_id_to_itself_merges_nothing() -> None:
+    sim = Simulation(Engine())
+    sim.feed(order("o1", T0, "c", total=5.0))
+    sim.feed(alias("a1", T0 + 1, "c", "c"))
+    state = sim.customers["c"]
+    assert not state.merged_into and state.orders == 1 and state.events_total == 2
 
 
 # Group ----------------------------------------------------------------------------------

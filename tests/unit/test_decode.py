@@ -191,10 +191,9 @@ def _with_identity(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _with_both_ids(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """An alias needs both, and two different ones (the previous id and the new)."""
+    """An alias needs both (the new id and the previous one)."""
     kwargs["customer_id"] = kwargs.get("customer_id") or "c-1"
-    if kwargs.get("anonymous_id") in (None, kwargs["customer_id"]):
-        kwargs["anonymous_id"] = kwargs["customer_id"] + "-before"
+    kwargs["anonymous_id"] = kwargs.get("anonymous_id") or "c-0"
     return kwargs
 
 

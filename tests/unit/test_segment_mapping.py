@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.segment import Mapped, SegmentError, normalise_event_name, to_pulse
+from api.segment import (
+    Mapped,
+    SegmentError,
+    derived_message_id,
+    normalise_event_name,
+    to_pulse,
+)
 from engine.decode import DeadLetter, decode_event
 from engine.events import (
     AddToCart,
@@ -290,12 +296,19 @@ def test_the_endpoint_decides_the_call_type() -> None:
 @pytest.mark.parametrize(
     ("message", "field"),
     [
-        ({"type": "track", "userId": "u", "event": "Cart Viewed"}, "messageId"),
         ({"type": "track", "messageId": "m", "event": "Cart Viewed"}, "userId"),
         ({"messageId": "m", "userId": "u"}, "type"),
-        ({"type": "group", "messageId": "m", "userId": "u", "groupId": "g"}, "type"),
-        ({"type": "alias", "messageId": "m", "userId": "u", "previousId": "p"}, "type"),
+        ({"type": "teleport", "messageId": "m", "userId": "u"}, "type"),
+        ({"type": "group", "messageId": "m", "userId": "u"}, "groupId"),
+        ({"type": "group", "userId": "u", "groupId": "g", "traits": [1]}, "traits"),
+        ({"type": "alias", "messageId": "m", "userId": "u"}, "previousId"),
+        ({"type": "alias", "userId": "u", "anonymousId": "a"}, "previousId"),
+        ({"type": "alias", "messageId": "m", "previousId": "p"}, "userId"),
         ({"type": "track", "messageId": "m", "userId": "u"}, "event"),
+        (call("page", timestamp="yesterday"), "timestamp"),
+        (call("page", timestamp="2024-13-01T00:00:00Z"), "timestamp"),
+        (call("page", originalTimestamp=5), "originalTimestamp"),
+        (call("page", sentAt="soon"), "sentAt"),
         (track("Product Viewed", name="no id"), "properties.product_id"),
         (track("Product Added", sku="S"), "properties.price"),
         (track("Order Completed", total=5), "properties.order_id"),
@@ -371,14 +384,18 @@ segment_keys = st.sampled_from(
         "traits",
         "context",
         "timestamp",
+        "originalTimestamp",
+        "sentAt",
         "name",
+        "previousId",
+        "groupId",
     ]
 )
 
 
 @given(
     st.dictionaries(segment_keys, json_values, max_size=8),
-    st.sampled_from([None, "track", "identify", "page", "screen"]),
+    st.sampled_from([None, "track", "identify", "page", "screen", "alias", "group"]),
     st.sampled_from(["Order Completed", "Product Added", "Product Viewed", "Other"]),
 )
 def test_mapping_never_fails_with_anything_but_a_segment_error(
@@ -392,4 +409,7 @@ def test_mapping_never_fails_with_anything_but_a_segment_error(
     decoded = decode_event(msgspec.json.encode(mapped.event), 0.0)
     if isinstance(decoded, DeadLetter):
         return
-    assert decoded.event_id == message["messageId"]
+    if message.get("messageId") is not None:
+        assert decoded.event_id == message["messageId"]
+    else:
+        assert decoded.event_id == derived_message_id(message, call_type or message["type"])
