@@ -40,8 +40,14 @@ class ShopperItems(msgspec.Struct, kw_only=True, gc=False):
     bought: dict[str, Bought] = {}  # at most RecsConfig.bought_kept, the lightest go first
 
 
+_SEEN = (ev.ProductView, ev.AddToCart)  # events that show interest in one item
+
+
 def remember(
-    items: ShopperItems, event: ev.BaseEvent, config: RecsConfig = DEFAULT_CONFIG
+    items: ShopperItems,
+    event: ev.BaseEvent,
+    config: RecsConfig = DEFAULT_CONFIG,
+    ts: float | None = None,
 ) -> list[PairSignal]:
     """Update the customer's items with one event; the item pairs it showed.
 
@@ -50,14 +56,16 @@ def remember(
     other and with what was viewed in the week before it (viewed then bought,
     one way). Pairs are bounded per event (``co_view_partners``,
     ``basket_partners``) so a large order costs linear, not quadratic, time.
+    ``ts``: the event's time when the caller has it (reading it costs more than
+    the rest of an event this ignores).
     """
-    ts = event.ts
-    if isinstance(event, ev.ProductView | ev.AddToCart):
-        signals = _co_viewed(items.viewed, event.sku, event.category, ts, config)
-        _see(items.viewed, event.sku, event.category, ts, config.recent_kept)
+    if isinstance(event, _SEEN):
+        at = event.ts if ts is None else ts
+        signals = _co_viewed(items.viewed, event.sku, event.category, at, config)
+        _see(items.viewed, event.sku, event.category, at, config.recent_kept)
         return signals
     if isinstance(event, ev.OrderPlaced):
-        return _order(items, event.items, ts, config)
+        return _order(items, event.items, event.ts if ts is None else ts, config)
     return []
 
 
