@@ -108,7 +108,6 @@ def cmd_api(args: argparse.Namespace) -> int:
     if args.server == "granian":
         _serve_granian(settings)
         return 0
-    # uvicorn: the server before granian, kept for comparison and as a fallback.
     import uvicorn
 
     from api.app import create_app
@@ -124,14 +123,20 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def _serve_granian(settings: Settings) -> None:
-    """The app on granian: one worker process, HTTP/1.1, uvloop (docs/api-performance.md).
+    """The app on granian: one worker process, HTTP/1.1, uvloop.
+
+    Measured against uvicorn in docs/api-performance.md: no faster with the
+    same CPU, so it stays an option for comparison, installed with ``.[dev]``.
 
     Granian imports the app in its worker itself (api/asgi.py), so the
     settings this command resolved (flags, config file, environment) travel
     to it as PULSE_* variables, which outrank the config file there.
     """
-    from granian import Granian
-    from granian.constants import HTTPModes, Interfaces, Loops
+    try:
+        from granian import Granian
+        from granian.constants import HTTPModes, Interfaces, Loops
+    except ImportError:
+        raise SystemExit("pulse api --server granian: install the dev extra (granian)") from None
 
     os.environ.update(settings.as_environ())
     Granian(
@@ -341,16 +346,16 @@ def build_parser() -> argparse.ArgumentParser:
         "serve the HTTP API (collector, profiles, recommendations)",
         "Serve the FastAPI app: POST /v1/events, GET /v1/customers/{id}/profile,\n"
         "GET /v1/customers/{id}/recommendations, /healthz, /readyz, /metrics, /docs.\n"
-        "One granian worker process (HTTP/1.1, uvloop); --server uvicorn for uvicorn.",
+        "On uvicorn (httptools, uvloop); --server granian to compare (dev dependency).",
     )
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument(
         "--server",
-        choices=["granian", "uvicorn"],
-        default="granian",
-        help="the ASGI server (default granian, chosen by benchmarks/api.py: "
-        "docs/api-performance.md)",
+        choices=["uvicorn", "granian"],
+        default="uvicorn",
+        help="the ASGI server (default uvicorn; granian, a dev dependency, for "
+        "comparison: docs/api-performance.md)",
     )
 
     p = add(
