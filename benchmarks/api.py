@@ -447,6 +447,14 @@ def run_point(settings: Settings, spec: dict[str, Any], api_pid: int) -> dict[st
     return result
 
 
+def pin(pid: int, cpu: int) -> None:
+    """Every thread of a process tree onto one CPU: servers with I/O threads of
+    their own (granian) then get no more of a shared machine than one without."""
+    for tid in tree_cpu_seconds(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(tid, {cpu})
+
+
 def tree_cpu_seconds(pid: int) -> dict[int, float]:
     """User + system CPU of every thread of a process and its descendants, from /proc."""
     ticks = os.sysconf("SC_CLK_TCK")
@@ -557,6 +565,8 @@ def _server_run(
     points: list[dict[str, Any]] = []
     try:
         wait_ready(api, f"http://127.0.0.1:{settings.api_port}/readyz")
+        if args.pin_cpu is not None:
+            pin(api.pid, args.pin_cpu)
         for name in args.endpoints.split(","):
             for rate in (float(r) for r in args.rates.split(",") if r):
                 spec = {
@@ -650,6 +660,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="REV",
         help="also run the API of this git revision (its own pulse api, uvicorn), first, "
         "checked out into <cache_dir>/bench/rev-<sha>: before against after",
+    )
+    parser.add_argument(
+        "--pin-cpu",
+        type=int,
+        metavar="N",
+        help="pin the API's threads to CPU N, so servers that run threads of their own "
+        "compete for one core like those that do not (a fairer comparison on a busy machine)",
     )
     parser.add_argument(
         "--rounds",
