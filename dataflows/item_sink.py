@@ -9,8 +9,9 @@ is absolute, so a replay after a crash overwrites rather than adds.
 
 from __future__ import annotations
 
-import math
+import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -37,21 +38,20 @@ class ItemRecord(msgspec.Struct, kw_only=True, gc=False):
     """One item's state: its popularity (the ``popular`` set and the item hash),
     its popular and trending scores per category, and its related items.
 
-    ``similar_at`` is the event time its similar items were last served: they
-    are re-ranked at most every ``SIMILAR_EVERY_S`` of event time (ranking the
-    blended relations costs more than applying a signal, and a popular item
-    gets signals from every batch), always when the item has none served yet.
-    Event time, not the wall clock: a replay serves the same lists.
+    ``similar_due``: the relations changed since its similar items were last
+    served (see ItemLogic).
     """
 
     popularity: ItemState | None = None
     trend: ItemTrend | None = None
     relations: ItemRelations | None = None
-    similar_at: float = -math.inf
-    similar_due: bool = False  # relations changed since ``similar_at``
+    similar_due: bool = False
 
 
-SIMILAR_EVERY_S = 60.0
+# An item's similar items are re-ranked at most this often (wall clock).
+# Ranking the blended relations costs more than applying a signal, and a
+# popular item gets signals in every batch.
+RANK_EVERY_S = 1.0
 
 
 class ItemUpdate(msgspec.Struct, gc=False):
@@ -67,18 +67,25 @@ class ItemLogic(StatefulBatchLogic[list[ItemSignal | PairSignal], ItemUpdate, It
     """One item's popularity and relations; its signals (grouped per batch
     upstream) are applied one by one, in order (scores are floats: the same
     additions in the same order give the same bits after a crash), and
-    answered with what changed."""
+    answered with what changed.
+
+    Similar items are served at most every ``RANK_EVERY_S``; relations that
+    changed meanwhile are ranked when Bytewax wakes the item, so the list
+    served always ends as the one the final relations give, however the
+    stream was cut into batches (a crash and a replay, or another number of
+    workers, cut it elsewhere).
+    """
 
     def __init__(self, snapshot: ItemRecord | ItemState | None) -> None:
         if isinstance(snapshot, ItemState):  # a snapshot from before the recommender
             snapshot = ItemRecord(popularity=snapshot)
         self._record = snapshot or ItemRecord()
+        self._ranked_at = 0.0  # wall clock
 
     def on_batch(
         self, values: list[list[ItemSignal | PairSignal]]
     ) -> tuple[Iterable[ItemUpdate], bool]:
         record = self._record
-        latest = -math.inf
         signalled = False
         for signals in values:
             for signal in signals:
@@ -89,26 +96,41 @@ class ItemLogic(StatefulBatchLogic[list[ItemSignal | PairSignal], ItemUpdate, It
                 else:
                     record.relations = apply_pair(record.relations, signal)
                     record.similar_due = True
-                latest = max(latest, signal.ts)
         similar = None
-        relations = record.relations
-        if (
-            record.similar_due
-            and relations is not None
-            and (latest - record.similar_at >= SIMILAR_EVERY_S or record.similar_at == -math.inf)
-        ):
-            similar = similar_items(relations)
-            record.similar_at, record.similar_due = latest, False
+        if record.similar_due and time.time() - self._ranked_at >= RANK_EVERY_S:
+            similar = self._rank()
         if not signalled and similar is None:
             return [], StatefulBatchLogic.RETAIN
-        sku = (record.popularity or record.trend or record.relations).sku  # type: ignore[union-attr]
         update = ItemUpdate(
-            sku,
+            self._sku(),
             record.popularity if signalled else None,
             record.trend if signalled else None,
             similar,
         )
         return [update], StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        if not self._record.similar_due:
+            return None
+        return datetime.fromtimestamp(self._ranked_at + RANK_EVERY_S, tz=UTC)
+
+    def on_notify(self) -> tuple[Iterable[ItemUpdate], bool]:
+        if not self._record.similar_due:
+            return [], StatefulBatchLogic.RETAIN
+        return [ItemUpdate(self._sku(), None, None, self._rank())], StatefulBatchLogic.RETAIN
+
+    def _rank(self) -> list[Similar]:
+        record = self._record
+        assert record.relations is not None  # due only once a pair came
+        record.similar_due = False
+        self._ranked_at = time.time()
+        return similar_items(record.relations)
+
+    def _sku(self) -> str:
+        record = self._record
+        known = record.popularity or record.trend or record.relations
+        assert known is not None  # a key exists once a signal came
+        return known.sku
 
     def snapshot(self) -> ItemRecord:
         return self._record
