@@ -75,6 +75,9 @@ from benchmarks.common import (
 )
 from benchmarks.ingest import wait_ready
 from engine.profile import CartItemView, ProfileView, encode_view
+from engine.recs.relations import Similar, encode_similar
+from engine.recs.shopper import Bought, Seen, ShopperItems, encode_items
+from engine.recs.trending import POPULAR, TRENDING
 from pulse.keys import RedisKeys
 from pulse.settings import Settings, load_settings
 
@@ -92,21 +95,25 @@ class Endpoint:
     route: str
     method: str
     expect: int
-    path: Callable[[int, random.Random, int], str]  # (k, rng, customers) -> path
-    body: Callable[[int, random.Random, int], bytes] | None = None
+    path: Callable[[int, random.Random, dict[str, Any]], str]  # (k, rng, spec) -> path
+    body: Callable[[int, random.Random, dict[str, Any]], bytes] | None = None
 
 
-def _customer(rng: random.Random, customers: int) -> str:
-    return f"c-{rng.randrange(customers)}"
+def _customer(rng: random.Random, spec: dict[str, Any]) -> str:
+    return f"c-{rng.randrange(spec['customers'])}"
 
 
-def _event(k: int, rng: random.Random, customers: int) -> bytes:
+def _item(rng: random.Random, spec: dict[str, Any]) -> str:
+    return f"SKU-{rng.randrange(spec['items']):05d}"
+
+
+def _event(k: int, rng: random.Random, spec: dict[str, Any]) -> bytes:
     return orjson.dumps(
         {
             "type": "product_view",
             "event_id": f"bench-{k}-{rng.getrandbits(32):08x}",
-            "customer_id": _customer(rng, customers),
-            "sku": f"SKU-{rng.randrange(10_000):05d}",
+            "customer_id": _customer(rng, spec),
+            "sku": _item(rng, spec),
             "price": 4.95,
             "category": rng.choice(CATEGORIES),
         }
@@ -118,15 +125,21 @@ ENDPOINTS = {
         "/v1/customers/{customer_id}/profile",
         "GET",
         200,
-        lambda k, rng, n: f"/v1/customers/{_customer(rng, n)}/profile",
+        lambda k, rng, spec: f"/v1/customers/{_customer(rng, spec)}/profile",
     ),
     "recommendations": Endpoint(
         "/v1/customers/{customer_id}/recommendations",
         "GET",
         200,
-        lambda k, rng, n: f"/v1/customers/{_customer(rng, n)}/recommendations?limit=10",
+        lambda k, rng, spec: f"/v1/customers/{_customer(rng, spec)}/recommendations?k=10",
     ),
-    "events": Endpoint("/v1/events", "POST", 202, lambda k, rng, n: "/v1/events", _event),
+    "similar": Endpoint(
+        "/v1/items/{sku}/similar",
+        "GET",
+        200,
+        lambda k, rng, spec: f"/v1/items/{_item(rng, spec)}/similar?k=10",
+    ),
+    "events": Endpoint("/v1/events", "POST", 202, lambda k, rng, spec: "/v1/events", _event),
 }
 
 
@@ -175,8 +188,25 @@ def _profile(i: int, rng: random.Random, items: int) -> ProfileView:
     )
 
 
+def _items_of(view: ProfileView, rng: random.Random, items: int) -> bytes:
+    """The customer's items beside the view (the recommender's, engine/recs/shopper.py)."""
+    viewed = [
+        Seen(sku, view.last_seen - n * 600.0, CATEGORIES[int(sku[4:]) % len(CATEGORIES)])
+        for n, sku in enumerate(view.recently_viewed)
+    ]
+    bought = {
+        f"SKU-{rng.randrange(items):05d}": Bought(
+            0.0, 1, view.last_order_at, rng.choice(CATEGORIES)
+        )
+        for _ in range(view.orders)
+    }
+    return encode_items(ShopperItems(viewed=viewed, bought=bought))
+
+
 def seed(settings: Settings, customers: int, items: int, seed_value: int = 11) -> dict[str, Any]:
-    """Profiles and items written as the dataflow's sinks write them."""
+    """Profiles and items written as the dataflow's sinks write them: the view and
+    the customer's items per profile; per item its hash and its similar items;
+    the popular and trending lists, overall and per category."""
     rng = random.Random(seed_value)
     keys = RedisKeys(settings.redis_prefix)
     client: redis.Redis = redis.Redis.from_url(settings.redis)
@@ -184,22 +214,35 @@ def seed(settings: Settings, customers: int, items: int, seed_value: int = 11) -
     sizes = 0
     pipe = client.pipeline(transaction=False)
     for i in range(customers):
-        view = encode_view(_profile(i, rng, items))
+        profile = _profile(i, rng, items)
+        view = encode_view(profile)
         sizes += len(view)
-        pipe.hset(keys.profile(f"c-{i}"), "view", view)
+        pipe.hset(
+            keys.profile(f"c-{i}"), mapping={"view": view, "items": _items_of(profile, rng, items)}
+        )
         if len(pipe) >= 2000:
             pipe.execute()
             print(f"\r  profiles {i + 1:,}/{customers:,}", end="", flush=True)
     pipe.execute()
     for n in range(items):
         sku = f"SKU-{n:05d}"
-        # Zipf-like popularity: a few items take most of the interest.
-        pipe.zadd(keys.popular(), {sku: math.log(1.0 / (n + 1)) + 40_000.0})
         category = CATEGORIES[n % len(CATEGORIES)]
+        # Zipf-like popularity: a few items take most of the interest.
+        popularity = math.log(1.0 / (n + 1)) + 40_000.0
+        pipe.zadd(keys.popular(), {sku: popularity})
+        pipe.zadd(keys.ranking(POPULAR), {sku: popularity})
+        pipe.zadd(keys.ranking(f"{POPULAR}:{category}"), {sku: popularity})
+        pipe.zadd(keys.ranking(TRENDING), {sku: popularity + rng.uniform(-2.0, 2.0)})
         pipe.hset(
             keys.item(sku),
             mapping={"sku": sku, "name": f"Item {n}", "category": category, "price": "9.5"},
         )
+        related = sorted(rng.sample(range(items), 20))
+        similar = [
+            Similar(f"SKU-{m:05d}", round(1.0 / (rank + 1), 4), CATEGORIES[m % len(CATEGORIES)])
+            for rank, m in enumerate(related)
+        ]
+        pipe.set(keys.similar(sku), encode_similar(similar))
         if len(pipe) >= 2000:
             pipe.execute()
     pipe.execute()
@@ -235,8 +278,8 @@ async def _load(spec: dict[str, Any]) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {spec['key']}"}
     requests = []
     for k in range(n):
-        path = endpoint.path(k, rng, spec["customers"])
-        body = endpoint.body(k, rng, spec["customers"]) if endpoint.body else b""
+        path = endpoint.path(k, rng, spec)
+        body = endpoint.body(k, rng, spec) if endpoint.body else b""
         requests.append(http_request(endpoint.method, path, host, port, body, headers))
     scrape_raw = http_request("GET", "/metrics", host, port)
 
@@ -577,6 +620,7 @@ def _server_run(
                     "seconds": args.seconds,
                     "warmup": args.warmup,
                     "customers": args.customers,
+                    "items": args.items,
                     "connections": args.connections,
                     "key": WRITE_KEY if ENDPOINTS[name].method == "POST" else READ_KEY,
                     "seed": len(points) + 1,
