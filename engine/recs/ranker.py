@@ -78,9 +78,9 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
 
     repeat_in: frozenset[str] = frozenset({"home"})  # contexts that may show bought items
     consumables: frozenset[str] = frozenset()  # categories that may always be bought again
-    anchors: int = 10  # items whose similar items are candidates
-    favourite_categories: int = 3
-    reorder_candidates: int = 100  # bought items considered for a reorder, strongest habits
+    anchors: int = 6  # items whose similar items are candidates
+    favourite_categories: int = 2
+    reorder_candidates: int = 50  # bought items considered for a reorder, strongest habits
     repeat: float = 1.0
     viewed: float = 0.5
     similar: float = 0.1
@@ -89,20 +89,25 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
     trending: float = 0.03
     on_screen: float = 10.0  # the product on screen or the cart, as an anchor
     recency: float = 0.85  # each earlier view counts this much of the next
-    # How much of each list to read (ZREVRANGE 0 n-1): longer lists cost time
-    # per request and, measured, add nothing to the top ten.
-    popular_items: int = 50
-    trending_items: int = 20
-    category_items: int = 20
+    # How much of each list to read (ZREVRANGE 0 n-1) and of each anchor's
+    # similar items: longer lists cost time per request and, measured, add
+    # nothing to the top ten.
+    popular_items: int = 30
+    trending_items: int = 10
+    category_items: int = 10
+    similar_items: int = 10
 
 
 DEFAULT_POLICY = Policy()
 
 
-class Shopper(msgspec.Struct, frozen=True, kw_only=True):
+class Shopper(msgspec.Struct, kw_only=True):
     items: ShopperItems
     cart: frozenset[str] = frozenset()
     affinity: Mapping[str, float] = {}  # category -> decayed interest
+    # Bought items, strongest habit first, as shares of the strongest: worked
+    # out once per request (``_habits``), read by anchors and reorders alike.
+    habits: list[tuple[str, float]] | None = None
 
 
 def shopper_from_view(view: ProfileView | None, items: ShopperItems | None) -> Shopper:
@@ -162,7 +167,7 @@ def anchors(
         anchor(sku, policy.on_screen if context.kind == "cart" else 1.0)
     for i, seen in enumerate(shopper.items.viewed):
         anchor(seen.sku, policy.recency**i)
-    for sku, share in _bought_shares(shopper.items)[: policy.anchors]:
+    for sku, share in _habits(shopper)[: policy.anchors]:
         anchor(sku, share)
     ranked = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))
     return ranked[: policy.anchors + (1 if context.kind == "product" else 0)]
@@ -217,14 +222,15 @@ def candidates(
     pool = _Pool(_Filter(shopper, request, sources, policy))
     items = shopper.items
     bought = items.bought
-    repeats = _repeat_shares(items, sources, request.now, policy, config)
+    repeats = _repeat_shares(shopper, sources, request.now, policy, config)
     pool.add(0, [(sku, share, bought[sku].category) for sku, share in repeats])
     recency = policy.recency
     viewed = [s for s in items.viewed if s.sku not in bought]
     pool.add(1, [(s.sku, recency**i, s.category) for i, s in enumerate(viewed)])
     similar = sources.similar
+    per_anchor = policy.similar_items
     for sku, weight in anchors(shopper, request, policy):
-        pool.add_ranked(2, similar.get(sku, ()), weight)
+        pool.add_ranked(2, similar.get(sku, ())[:per_anchor], weight)
     for category, share in categories_wanted(shopper, request, policy):
         pool.add_ranked(3, sources.popular_in.get(category, ()), share, category)
     pool.add_ranked(4, sources.popular)
@@ -337,18 +343,18 @@ class _Filter:
         return bought is None or bought.category in self._consumables
 
 
-def _bought_shares(items: ShopperItems) -> list[tuple[str, float]]:
+def _habits(shopper: Shopper) -> list[tuple[str, float]]:
     """Bought items, heaviest habit first, as shares of the heaviest."""
-    bought = items.bought
-    if not bought:
-        return []
-    ranked = sorted(bought.items(), key=lambda kv: (-kv[1].log_weight, kv[0]))
-    high = ranked[0][1].log_weight
-    return [(sku, math.exp(b.log_weight - high)) for sku, b in ranked]
+    if shopper.habits is None:
+        bought = shopper.items.bought
+        ranked = sorted(bought.items(), key=lambda kv: (-kv[1].log_weight, kv[0]))
+        high = ranked[0][1].log_weight if ranked else 0.0
+        shopper.habits = [(sku, math.exp(b.log_weight - high)) for sku, b in ranked]
+    return shopper.habits
 
 
 def _repeat_shares(
-    items: ShopperItems, sources: Sources, now: float, policy: Policy, config: RecsConfig
+    shopper: Shopper, sources: Sources, now: float, policy: Policy, config: RecsConfig
 ) -> list[tuple[str, float]]:
     """Bought items as reorder candidates, best first, as shares of the best.
 
@@ -358,12 +364,12 @@ def _repeat_shares(
     more often than the habit alone. Only the ``reorder_candidates`` strongest
     habits are looked at: a customer may have hundreds.
     """
-    shares = _bought_shares(items)[: policy.reorder_candidates]
+    shares = _habits(shopper)[: policy.reorder_candidates]
     popularity = sources.item_popularity
     if not shares or not popularity:
         return shares
     if not now:
-        now = max(b.last_ts for b in items.bought.values())
+        now = max(b.last_ts for b in shopper.items.bought.values())
     offset = now / config.popular_tau_s
     unit = config.max_signal_weight
     log, exp = math.log, math.exp
