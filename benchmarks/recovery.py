@@ -37,6 +37,7 @@ import redis
 from confluent_kafka import Consumer, TopicPartition
 
 from benchmarks.common import bench_settings, free_port, print_table, start, stop, write_json
+from engine.recs.relations import decode_similar
 from pulse.keys import RedisKeys
 from pulse.replay import replay
 from pulse.sample_stream import shopper_events
@@ -258,10 +259,13 @@ def compare_records(
 def compare(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
     """Differences between two runs' Redis state; empty when they agree.
 
-    Everything must be byte-for-byte equal except the item popularity scores:
-    each is a floating-point sum over many customers' events, and the order in
-    which those reach an item depends on batch boundaries, so two runs agree to
-    about 1e-15 relative, not to the last bit. They are compared to 1e-9.
+    Everything must be byte-for-byte equal except item scores: each is a
+    floating-point sum over many customers' events, and the order in which
+    those reach an item depends on batch boundaries, so two runs agree to
+    about 1e-15 relative, not to the last bit. They are compared to 1e-9:
+    item popularity (``popular``), the popular and trending lists
+    (``rank:*``), and the scores of an item's similar items
+    (``item:{sku}:similar``, whose items must be the same).
     """
     problems = []
     for key in sorted(set(expected) | set(actual)):
@@ -269,15 +273,23 @@ def compare(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
             problems.append(f"missing after crashes: {key}")
         elif key not in expected:
             problems.append(f"extra after crashes: {key}")
-        elif key == "popular":
-            want, got = dict(expected[key]), dict(actual[key])
-            if want.keys() != got.keys() or any(
-                not math.isclose(want[k], got[k], rel_tol=1e-9) for k in want
-            ):
-                problems.append("differs: popular (beyond 1e-9 relative)")
+        elif key == "popular" or key.startswith("rank:"):
+            if not _close(dict(expected[key]), dict(actual[key])):
+                problems.append(f"differs: {key} (beyond 1e-9 relative)")
+        elif key.endswith(":similar"):
+            want = {s.sku: s.score for s in decode_similar(expected[key])}
+            got = {s.sku: s.score for s in decode_similar(actual[key])}
+            if not _close(want, got):
+                problems.append(f"differs: {key} (other items, or beyond 1e-9 relative)")
         elif expected[key] != actual[key]:
             problems.append(f"differs: {key}")
     return problems
+
+
+def _close(want: dict[Any, float], got: dict[Any, float]) -> bool:
+    return want.keys() == got.keys() and all(
+        math.isclose(want[k], got[k], rel_tol=1e-9) for k in want
+    )
 
 
 def main() -> int:
