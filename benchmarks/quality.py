@@ -17,6 +17,7 @@ CC BY 4.0; ``../shared/data/online-retail/``): 422 customers outside the UK,
 ``benchmarks/prequential.py`` and ``benchmarks/mappings/``).
 
     python -m benchmarks.quality                       # about a minute
+    python -m benchmarks.quality --split-at 2011-06-01 # also before / from that day
     python -m benchmarks.quality --limit 5000 --report recs
     python -m benchmarks.quality --data FILE.csv --mapping FILE.toml [--columns item=SKU,...]
 
