@@ -231,10 +231,13 @@ def candidates(
     per_anchor = policy.similar_items
     for sku, weight in anchors(shopper, request, policy):
         pool.add_ranked(2, similar.get(sku, ())[:per_anchor], weight)
+    # Lists are cut to the policy's lengths whatever was read, so the ranking
+    # measured is the ranking served.
+    per_category = policy.category_items
     for category, share in categories_wanted(shopper, request, policy):
-        pool.add_ranked(3, sources.popular_in.get(category, ()), share, category)
-    pool.add_ranked(4, sources.popular)
-    pool.add_ranked(5, sources.trending)
+        pool.add_ranked(3, sources.popular_in.get(category, ())[:per_category], share, category)
+    pool.add_ranked(4, sources.popular[: policy.popular_items])
+    pool.add_ranked(5, sources.trending[: policy.trending_items])
     out = pool.found
 
     include, exclude = request.include, request.exclude
