@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,7 +23,7 @@ from engine.control import CustomerMerged, decode_control, encode_control
 from engine.customer import Engine, Forwarded, ProfileRemoved, SegmentsChanged, TriggerFired
 from engine.identity import MergeRequest, ToCustomer, absorb, link_of
 from engine.merge import merge_states
-from engine.profile import Account, CustomerState
+from engine.profile import Account, CustomerState, decode_state
 from engine.rules.simulate import Simulation
 from engine.segments import segments_of
 from tests.unit.test_customer import CART_RULES
@@ -298,3 +299,15 @@ def test_an_order_recorded_under_both_ids_counts_once() -> None:
     new, _ = engine.absorb(new, old, "new")
     assert (new.orders, new.revenue, len(new.order_history)) == (2, 120.0, 2)
     assert new.loyalty_points == points
+
+
+def test_a_snapshot_taken_before_accounts_and_aliases_still_loads() -> None:
+    """The state's new fields have defaults, so engine.profile.STATE_VERSION stays:
+    a snapshot without them (an older version's) loads as it was."""
+    state, _ = Engine().apply(None, order("o1", T0, "c", total=5.0))
+    older = msgspec.structs.asdict(state)
+    for field in ("account", "merged_into", "merged_ids"):
+        del older[field]
+    restored = decode_state(msgspec.msgpack.encode(older))
+    assert (restored.account, restored.merged_into, restored.merged_ids) == (None, "", [])
+    assert restored.orders == 1 and restored == state
