@@ -26,6 +26,7 @@ from engine.merge import merge_states
 from engine.profile import Account, CustomerState, decode_state
 from engine.rules.simulate import Simulation
 from engine.segments import segments_of
+from tests.rules_helpers import compile_rules
 from tests.unit.test_customer import CART_RULES
 
 T0 = 1_700_000_000.0
@@ -311,3 +312,26 @@ def test_a_snapshot_taken_before_accounts_and_aliases_still_loads() -> None:
     restored = decode_state(msgspec.msgpack.encode(older))
     assert (restored.account, restored.merged_into, restored.merged_ids) == (None, "", [])
     assert restored.orders == 1 and restored == state
+
+
+def test_rules_read_the_account_and_its_segment() -> None:
+    rules = compile_rules(
+        {
+            "enterprise_welcome.yaml": """
+id: enterprise_welcome
+trigger: {event: group}
+conditions:
+  - profile.account_id == "acme"
+  - profile.account_traits.plan == "enterprise"
+  - profile.account_traits.employees > 100
+  - '"account:acme" in profile.segments'
+action: {channel: webhook, template: enterprise}
+"""
+        }
+    )
+    engine = Engine(rules.assuming_contactable())
+    _, effects = engine.apply(None, group("g1", T0, "c1", "acme", plan="enterprise", employees=5))
+    assert fired(effects) == []
+    _, effects = engine.apply(None, group("g2", T0, "c2", "acme", plan="enterprise", employees=420))
+    [trigger] = [f.trigger for f in fired(effects)]
+    assert (trigger.rule_id, trigger.customer_id) == ("enterprise_welcome", "c2")
