@@ -179,7 +179,7 @@ class Engine:
             effects.extend(signals)
             # The recommender's memory, and the item pairs the event showed
             # (views, carts and orders are exactly the events with signals).
-            effects.extend(remember(state.shopper, event))
+            effects.extend(remember(state.shopper, event, ts=ts))
         # Segments read only what some event types change (and the tier): on
         # other events they stay as they are, unless this is a fresh profile.
         self._derive(state, ts, effects, first or kind in SEGMENT_INPUTS_CHANGED_BY)
