@@ -68,9 +68,12 @@ def test_events_lag_and_batch_update_time_are_exported(
             caught_up = samples.get("pulse_flow_lag_records") and not total(
                 samples, "pulse_flow_lag_records"
             )
-            return samples if done and caught_up else None
+            # Events are counted as they are read; the state steps time their
+            # batches a moment later.
+            handled = total(samples, "pulse_flow_batch_update_seconds_count") >= 1
+            return samples if done and caught_up and handled else None
 
-        samples = wait_for(all_read, 60, "every event read and no lag left")
+        samples = wait_for(all_read, 60, "every event read and handled, no lag left")
         assert total(samples, "pulse_flow_events_total") == EVENTS
         workers = {labels["worker"] for labels, _ in samples["pulse_flow_events_total"]}
         assert workers == {"0"}
