@@ -155,7 +155,7 @@ class PartitionLag(Collector):
             topic, partition = source.rsplit(":", 1)
             try:
                 _low, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(topic, int(partition)), timeout=2
+                    TopicPartition(topic, int(partition)), timeout=5
                 )
             except KafkaException as exc:
                 log.warning("the end of %s is unknown, no lag for it: %s", source, exc)

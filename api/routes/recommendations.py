@@ -65,10 +65,12 @@ async def get_recommendations(
         ),
     ] = "home",
     include: Annotated[
-        str | None, Query(description="only these categories, comma separated", max_length=2000)
+        list[str] | None,
+        Query(description="only these categories (repeat, or comma separated)", max_length=50),
     ] = None,
     exclude: Annotated[
-        str | None, Query(description="never these categories, comma separated", max_length=2000)
+        list[str] | None,
+        Query(description="never these categories (repeat, or comma separated)", max_length=50),
     ] = None,
     limit: Annotated[
         int | None, Query(ge=1, le=MAX_K, deprecated=True, description="the old name of k")
@@ -178,10 +180,10 @@ async def get_similar(
     return ingest.json_response(body)
 
 
-def _categories(text: str | None) -> frozenset[str]:
-    if not text:
+def _categories(values: list[str] | None) -> frozenset[str]:
+    if not values:
         return frozenset()
-    return frozenset(part.strip() for part in text.split(",") if part.strip())
+    return frozenset(p.strip() for text in values for p in text.split(",") if p.strip())
 
 
 def _ranked(rows: Any) -> list[Similar]:

@@ -97,7 +97,9 @@ def test_profile_is_the_whole_view_with_rfm(api: TestClient, encoder_calls: list
         {"sku": "SKU-2", "quantity": 1, "price": 12.5, "category": "candles", "name": "Pine candle"}
     ]
     assert body["rfm"]["frequency"] == 2 and body["rfm"]["score"][1] == "2"
-    assert 3.0 <= body["rfm"]["days_since_last_order"] < 3.01
+    # As of the request: the module's NOW can be many minutes old in a busy CI.
+    since = (time.time() - VIEW.last_order_at) / 86400
+    assert since - 0.01 <= body["rfm"]["days_since_last_order"] <= since
 
 
 def test_recommendations_favour_categories_and_leave_the_cart_out(
@@ -129,7 +131,7 @@ def test_an_unknown_customer_gets_popular_items(api: TestClient) -> None:
 
 @pytest.mark.parametrize(
     "query",
-    ["context=shelf", "context=product:", "k=0", "k=101", "include=" + "x" * 3000],
+    ["context=shelf", "context=product:", "k=0", "k=101", "include=x" + "&include=x" * 60],
 )
 def test_bad_parameters_get_a_4xx_that_says_which(api: TestClient, query: str) -> None:
     response = api.get(f"/v1/customers/c-1/recommendations?{query}")
