@@ -229,7 +229,6 @@ def seed(settings: Settings, customers: int, items: int, seed_value: int = 11) -
         category = CATEGORIES[n % len(CATEGORIES)]
         # Zipf-like popularity: a few items take most of the interest.
         popularity = math.log(1.0 / (n + 1)) + 40_000.0
-        pipe.zadd(keys.popular(), {sku: popularity})
         pipe.zadd(keys.ranking(POPULAR), {sku: popularity})
         pipe.zadd(keys.ranking(f"{POPULAR}:{category}"), {sku: popularity})
         pipe.zadd(keys.ranking(TRENDING), {sku: popularity + rng.uniform(-2.0, 2.0)})

@@ -1,7 +1,6 @@
 """Items: the per-item state step, and its Redis writes.
 
-Per item: its popularity (the ``popular`` sorted set and the item hash, as
-before the recommender), its popular and trending scores overall and in its
+Per item: its details (the item hash), its popular and trending scores overall and in its
 category (``rank:*`` sorted sets, engine/recs/trending.py) and its similar
 items (one MessagePack value, engine/recs/relations.py). Every value written
 is absolute, so a replay after a crash overwrites rather than adds.
@@ -35,8 +34,8 @@ from pulse.keys import RedisKeys
 
 
 class ItemRecord(msgspec.Struct, kw_only=True, gc=False):
-    """One item's state: its popularity (the ``popular`` set and the item hash),
-    its popular and trending scores per category, and its related items.
+    """One item's state: its details and popularity (``ItemState``, for the item
+    hash), its popular and trending scores per category, and its related items.
 
     ``similar_due``: the relations changed since its similar items were last
     served (see ItemLogic).
@@ -156,7 +155,6 @@ class _ItemPartition(StatelessSinkPartition[tuple[str, ItemUpdate]]):
                 mine.similar = update.similar
         keys = self._keys
         commands: list[Command] = []
-        popular: list[Any] = []
         ranked: dict[str, list[Any]] = {}
         for sku, update in latest.items():
             item, trend = update.popularity, update.trend
@@ -164,7 +162,6 @@ class _ItemPartition(StatelessSinkPartition[tuple[str, ItemUpdate]]):
                 commands.append(("SET", keys.similar(sku), encode_similar(update.similar)))
             if item is None:
                 continue
-            popular += (item.log_score, sku)
             if trend is not None:
                 for name in list_names(trend.category):
                     score = trend.trending if name.startswith(TRENDING) else trend.popular
@@ -186,8 +183,6 @@ class _ItemPartition(StatelessSinkPartition[tuple[str, ItemUpdate]]):
             if item.price is not None:
                 fields += ["price", repr(item.price)]
             commands.append(("HSET", keys.item(sku), *fields))
-        if popular:
-            commands.append(("ZADD", keys.popular(), *popular))
         for name, members in ranked.items():
             commands.append(("ZADD", keys.ranking(name), *members))
         self._trims += 1

@@ -34,9 +34,6 @@ class RedisKeys:
         """Dataflow workers: index -> JSON {processed, started_at, at}."""
         return f"{self.prefix}:dataflow:workers"
 
-    def popular(self) -> str:
-        return f"{self.prefix}:popular"
-
     def item(self, sku: str) -> str:
         return f"{self.prefix}:item:{{{sku}}}"
 

@@ -58,7 +58,6 @@ def api(pulse_settings: Settings, redis_client: redis.Redis) -> Iterator[TestCli
     raw.hset(keys.profile("c-1"), "view", encode_view(VIEW))
     raw.close()
     for sku, category, score in ITEMS:
-        redis_client.zadd(keys.popular(), {sku: score})
         redis_client.zadd(keys.ranking("popular"), {sku: score})
         redis_client.zadd(keys.ranking(f"popular:{category}"), {sku: score})
         redis_client.hset(
