@@ -21,6 +21,7 @@ import msgspec
 from engine import events as ev
 from engine.loyalty import DEFAULT_PROGRAM, LoyaltyProgram
 from engine.merge import merge_states
+from engine.pending_labels import CustomerScores
 from engine.popularity import ItemSignal, item_signals
 from engine.profile import (
     MAX_ORDERS_KEPT,
@@ -41,6 +42,7 @@ from engine.recs.relations import PairSignal
 from engine.recs.shopper import remember
 from engine.rules.ruleset import RuleBook, RuleSet
 from engine.rules.runtime import Rules
+from engine.scores.labels import Example, Scorer, ScoreSettings
 from engine.segments import SEGMENT_INPUTS_CHANGED_BY, segments_of
 from engine.triggers import Decision
 from engine.triggers import TriggerFired as TriggerFired  # re-exported for callers
@@ -87,7 +89,11 @@ Effect = (
     | ItemSignal
     | PairSignal
     | Forwarded
+    | Example
 )
+
+# Keys of profiles with only an anonymous id (``BaseEvent.customer_key``): not scored.
+ANONYMOUS_PREFIX = "anon:"
 
 # Per customer, at most this many recent event ids are remembered for dedup;
 # past it the oldest are forgotten even inside the window.
@@ -102,7 +108,11 @@ class Engine:
         rules: RuleBook | RuleSet | None = None,
         dedup_window_s: float = 86400.0,
         loyalty: LoyaltyProgram = DEFAULT_PROGRAM,
+        scores: ScoreSettings | None = None,
     ) -> None:
+        """``scores``: keep the score models' delayed labels for known customers
+        (engine/scores/labels.py) and emit each labelled ``Example`` as an
+        effect, for a model elsewhere to learn; None: no scores."""
         book = rules if isinstance(rules, RuleBook) else RuleBook() if rules is None else None
         if book is None:
             assert isinstance(rules, RuleSet)
@@ -111,6 +121,7 @@ class Engine:
         self.rules = Rules(book, loyalty)
         self.dedup_window_s = dedup_window_s
         self.loyalty = loyalty
+        self.scorer = None if scores is None else Scorer(scores, scoring=False)
 
     def apply(
         self, state: CustomerState | None, event: ev.BaseEvent
@@ -148,6 +159,12 @@ class Engine:
             if p.due <= ts:  # something is due by now: Rules.next_due(state) <= ts
                 effects.extend(self.rules.fire_due(state, ts))
                 break
+        scorer = self.scorer
+        scores = state.scores
+        if scores is not None and scorer is not None:
+            due = Scorer.next_due(scores)
+            if due is not None and due <= ts:  # labels known before this event
+                effects.extend(scorer.fire_due(scores, state, ts))
         before = self.rules.watch(state, ts)
         linked = event.anonymous_id
         if (
@@ -174,6 +191,10 @@ class Engine:
             # expired as if it had come in order.
             _expire_points(state, state.last_seen, self.loyalty.points_expire_s)
         _count_hour(state, ts)  # after identify traits: its own time zone counts
+        if scorer is not None and not state.customer_id.startswith(ANONYMOUS_PREFIX):
+            if scores is None:
+                scores = state.scores = CustomerScores()
+            scorer.on_event(scores, state, event)
         signals = item_signals(event, ts)
         if signals:
             effects.extend(signals)
@@ -188,11 +209,16 @@ class Engine:
         return state, effects
 
     def fire_due(self, state: CustomerState, until: float) -> list[Effect]:
-        """Pending rule actions due by ``until`` (event time), decided as of their due times."""
-        if not state.pending:
-            return []
-        # Rule memory is not part of the serving view: no profile write needed.
-        return list(self.rules.fire_due(state, until))
+        """Pending rule actions due by ``until`` (event time), decided as of their
+        due times, and the score labels known by then."""
+        # Neither is part of the serving view: no profile write needed.
+        out: list[Effect] = list(self.rules.fire_due(state, until)) if state.pending else []
+        scores = state.scores
+        if scores is not None and self.scorer is not None:
+            due = Scorer.next_due(scores)
+            if due is not None and due <= until:
+                out.extend(self.scorer.fire_due(scores, state, until))
+        return out
 
     def absorb(
         self, state: CustomerState | None, other: CustomerState, customer_id: str
@@ -267,7 +293,13 @@ class Engine:
 
     @staticmethod
     def next_due(state: CustomerState) -> float | None:
-        return Rules.next_due(state)
+        due = Rules.next_due(state)
+        scores = state.scores
+        if scores is not None and (scores.pending or scores.wake_at):
+            label = Scorer.next_due(scores)
+            if label is not None and (due is None or label < due):
+                return label
+        return due
 
 
 # The profile's own attributes after one event, by the event's class (a match

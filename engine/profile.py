@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from engine.pending_labels import CustomerScores
 from engine.recs.shopper import ShopperItems
 from engine.rules.memory import Journey, Pending, Sent
 
@@ -181,6 +182,9 @@ class CustomerState(msgspec.Struct, kw_only=True, gc=False):
     # What the recommender remembers (engine/recs/shopper.py): viewed items with
     # their categories, bought items with their decayed repeat weight.
     shopper: ShopperItems = msgspec.field(default_factory=ShopperItems)
+    # The score models' snapshots waiting for their labels (engine/scores/labels.py);
+    # None until the engine scores this customer (known customers only).
+    scores: CustomerScores | None = None
 
     @property
     def cart_value(self) -> float:

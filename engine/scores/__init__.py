@@ -6,6 +6,7 @@ labels, tests then trains the ``ScoreModels`` (River linear models, or the
 baselines they are measured against). See docs/scores.md.
 """
 
+from engine.pending_labels import CustomerScores, Snapshot
 from engine.scores.baselines import RfmRate, RunRateSpend
 from engine.scores.features import FEATURES, Features, as_dict, features
 from engine.scores.labels import (
@@ -13,13 +14,11 @@ from engine.scores.labels import (
     CLV,
     PROPENSITY,
     TASKS,
-    CustomerScores,
     Example,
     ScoreModels,
     Scorer,
     ScoreSettings,
     ScoreView,
-    Snapshot,
     decode_scores,
     encode_scores,
 )

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import msgspec
 
 from engine import events as ev
+from engine.pending_labels import CustomerScores, Snapshot
 from engine.profile import CustomerState
 from engine.scores.baselines import RfmRate, RunRateSpend
 from engine.scores.features import DAY_S, Features, features
@@ -84,30 +85,6 @@ class ScoreSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def max_pending(self, task: int) -> int:
         return self.clv_pending if task == CLV else 1
-
-
-class Snapshot(msgspec.Struct, array_like=True, gc=False):
-    """A customer's features at ``at``, waiting for the label of one score."""
-
-    task: int  # index into TASKS
-    at: float
-    due: float  # at + the task's horizon: the label is known by then
-    x: Features
-    score: float  # what the model said at ``at``
-    at_event: bool  # taken at an event (else at a timer)
-    ordered: bool = False  # an order came in [at, due)
-    spend: float = 0.0  # net spend in [at, due) so far
-
-
-class CustomerScores(msgspec.Struct, kw_only=True, gc=False):
-    """One customer's scores as served, and the snapshots waiting for labels."""
-
-    propensity: float = 0.0
-    churn: float = 0.0
-    clv: float = 0.0
-    scored_at: float = 0.0  # event time of the features behind the served scores
-    pending: list[Snapshot] = []
-    wake_at: float = 0.0  # a quiet customer's next snapshot (0: none planned)
 
 
 class Example(msgspec.Struct, frozen=True, array_like=True, gc=False):
@@ -171,11 +148,18 @@ class Scorer:
         models: ScoreModels | None = None,
         *,
         learn: bool = True,
+        scoring: bool = True,
     ) -> None:
+        """``scoring`` False: labels only, no models here. The served scores are
+        left alone, snapshots are taken (features computed) only when one is
+        due, and every example goes back to the caller, whose models test and
+        learn it elsewhere (the dataflow's model step, api/routes for serving):
+        the customer's side stays cheap and independent of any model."""
         self.settings = settings or ScoreSettings()
+        self.scoring = scoring
         self.models = models or ScoreModels.river(self.settings)
         self._models = self.models.by_task()
-        self.learn = learn  # False: examples are returned for a learner elsewhere
+        self.learn = learn and scoring  # False: examples are returned for a learner elsewhere
         self._horizons = tuple(self.settings.horizon_s(t) for t in range(len(TASKS)))
         self._max_pending = tuple(self.settings.max_pending(t) for t in range(len(TASKS)))
         self._max_idle_s = self.settings.max_idle_days * DAY_S
@@ -225,16 +209,16 @@ class Scorer:
             idle = t - state.last_seen
             if woke:
                 scores.wake_at = 0.0
-                self._score(scores, features(state, t), t, False, range(len(TASKS)))
+                self._score(scores, state, t, False, range(len(TASKS)))
             elif idle <= self._max_idle_s:
                 # The next snapshot of a quiet customer comes as much later
                 # again as they have been quiet: a few per customer and year
                 # instead of one per horizon, densest right after they went quiet.
                 later = t + self._idle_spacing * idle
                 if later <= t:
-                    self._score(scores, features(state, t), t, False, [p.task for p in closed])
+                    self._score(scores, state, t, False, [p.task for p in closed])
                 else:
-                    self._score(scores, features(state, t), t, False, ())
+                    self._score(scores, state, t, False, ())
                     if later - state.last_seen <= self._max_idle_s:
                         scores.wake_at = min(scores.wake_at or math.inf, later)
         return out
@@ -259,7 +243,7 @@ class Scorer:
                     if placed:
                         p.ordered = True
         now = max(ts, state.last_seen)
-        self._score(scores, features(state, now), now, True, range(len(TASKS)))
+        self._score(scores, state, now, True, range(len(TASKS)))
         scores.wake_at = 0.0  # every score has a snapshot pending again
         return scores, out
 
@@ -272,15 +256,18 @@ class Scorer:
     def _score(
         self,
         scores: CustomerScores,
-        x: Features,
+        state: CustomerState,
         now: float,
         at_event: bool,
         tasks: list[int] | range | tuple[()],
     ) -> None:
-        models = self._models
-        predictions = [m.predict(x) for m in models]
-        scores.propensity, scores.churn, scores.clv = predictions
-        scores.scored_at = now
+        x: Features | None = None
+        predictions: list[float] | None = None
+        if self.scoring:
+            x = features(state, now)
+            predictions = [m.predict(x) for m in self._models]
+            scores.propensity, scores.churn, scores.clv = predictions
+            scores.scored_at = now
         pending = scores.pending
         for task in tasks:
             mine = [p for p in pending if p.task == task]
@@ -290,9 +277,10 @@ class Scorer:
                 spacing = self._horizons[task] / self._max_pending[task]
                 if now - max(p.at for p in mine) < spacing:
                     continue
-            pending.append(
-                Snapshot(task, now, now + self._horizons[task], x, predictions[task], at_event)
-            )
+            if x is None:
+                x = features(state, now)
+            score = predictions[task] if predictions is not None else 0.0
+            pending.append(Snapshot(task, now, now + self._horizons[task], x, score, at_event))
 
     def view(self, scores: CustomerScores) -> ScoreView:
         s = self.settings

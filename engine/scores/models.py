@@ -147,6 +147,16 @@ class LinearScore:
     def predict(self, x: Features) -> float:
         return self._link(self.raw(x))
 
+    def folded(self) -> tuple[tuple[float, ...], float]:
+        """The linear predictor on the raw features: (coefficients, intercept)."""
+        if not self._folded:
+            self._fold()
+        return self._coef, self._bias
+
+    def link(self, z: float) -> float:
+        """The prediction for a linear predictor ``z`` (``raw``'s scale)."""
+        return self._link(z)
+
     def river_predict(self, x: Features) -> float:
         """River's own answer through its transformers (slower; for checks)."""
         scaled = self.scaler.transform_one(as_dict(x))  # type: ignore[no-untyped-call]

@@ -59,6 +59,12 @@ class SpendScore:
         delta = min(bound, max(-bound, self.correction.raw(x)))
         return max(0.0, math.expm1(math.log1p(self.base.predict(x)) + delta))
 
+    def predict_corrected(self, x: Features, correction: float) -> float:
+        """The run rate corrected by ``correction`` (log scale, clamped as ``predict``)."""
+        bound = self.max_correction
+        delta = min(bound, max(-bound, correction))
+        return max(0.0, math.expm1(math.log1p(self.base.predict(x)) + delta))
+
     def learn(self, x: Features, y: float) -> None:
         self.correction.learn_target(x, math.log1p(max(0.0, y)) - math.log1p(self.base.predict(x)))
 
