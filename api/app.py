@@ -28,6 +28,7 @@ from api.routes import (
     rules,
     segment,
 )
+from api.scores import ScoreCache
 from pulse.keys import RedisKeys
 from pulse.rules_files import load_rfm
 from pulse.settings import Settings
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.collector = Collector(settings, app.state.producer)
         app.state.rejections = Rejections(settings, app.state.producer, app.state.metrics.registry)
         app.state.rfm_bands = rfm_bands
+        app.state.scores = ScoreCache(settings.score_settings()) if settings.scores else None
         if keyring.open:
             log.warning("no write_keys or read_keys: the API is open to anyone (development mode)")
         log.info("api ready: events to %s, profiles from %s", settings.events_topic, settings.redis)

@@ -14,6 +14,7 @@ from fastapi import Request
 from api.ingest import Collector
 from api.producer import AckProducer
 from api.rejections import Rejections
+from api.scores import ScoreCache
 from engine.rfm import RfmBands
 from pulse.keys import RedisKeys
 from pulse.settings import Settings
@@ -46,6 +47,12 @@ async def collector(request: Request) -> Collector:
 
 async def rfm_bands(request: Request) -> RfmBands:
     value: RfmBands = request.app.state.rfm_bands
+    return value
+
+
+async def score_cache(request: Request) -> ScoreCache | None:
+    """The published score models, decoded (None: scores are off)."""
+    value: ScoreCache | None = request.app.state.scores
     return value
 
 

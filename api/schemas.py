@@ -17,6 +17,7 @@ from msgspec import Meta, Struct
 from engine.events import Event
 from engine.profile import ProfileView
 from engine.rfm import Rfm
+from engine.scores.serving import ServedScores
 
 MAX_BATCH = 1000
 """Most events (or Segment calls) one batch request may carry."""
@@ -234,6 +235,8 @@ class Profile(ProfileView, kw_only=True):
     """The served profile plus what depends on the clock, computed at read time."""
 
     rfm: Rfm
+    # Learned online (docs/scores.md); null for an anonymous profile or with scores off.
+    scores: ServedScores | None = None
 
 
 # Privacy -----------------------------------------------------------------------

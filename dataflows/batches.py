@@ -37,6 +37,7 @@ from engine.events import Alias
 from engine.identity import Link, ToCustomer
 from engine.popularity import ItemSignal
 from engine.recs.relations import PairSignal
+from engine.scores.labels import Example
 from engine.triggers import Decision, Trigger, TriggerFired
 
 Keyed = tuple[str, Any]
@@ -104,11 +105,23 @@ def route(partition_time: PartitionTime, batch: list[RawMessage | KafkaError[Any
 class Outputs:
     """Everything one batch of the state steps wrote, for the sinks."""
 
-    __slots__ = ("decisions", "items", "rerouted", "segments", "signals", "triggers", "views")
+    __slots__ = (
+        "decisions",
+        "examples",
+        "features",
+        "items",
+        "rerouted",
+        "segments",
+        "signals",
+        "triggers",
+        "views",
+    )
 
     def __init__(self) -> None:
         self.views: dict[str, bytes | None] = {}
         self.items: dict[str, bytes] = {}  # customer key -> encoded ShopperItems
+        self.features: dict[str, bytes] = {}  # customer key -> encoded score features
+        self.examples: list[Example] = []  # labelled, to the score models' step
         self.segments: list[SegmentsChanged] = []
         self.triggers: list[Trigger] = []
         self.decisions: list[Decision] = []
@@ -125,6 +138,8 @@ def gather(batch: list[tuple[str, StepOut]]) -> list[Outputs]:
         views.update(step.views)
         if step.items:
             out.items.update(step.items)
+        if step.features:
+            out.features.update(step.features)
         for effect in step.effects:
             if isinstance(effect, ItemSignal | PairSignal):
                 out.signals.append(effect)
@@ -136,6 +151,16 @@ def gather(batch: list[tuple[str, StepOut]]) -> list[Outputs]:
                 out.segments.append(effect)
             elif isinstance(effect, Forwarded | CustomerMerged):
                 out.rerouted.append(effect)
-    if not (views or out.segments or out.signals or out.decisions or out.triggers or out.rerouted):
+            elif isinstance(effect, Example):
+                out.examples.append(effect)
+    if not (
+        views
+        or out.segments
+        or out.signals
+        or out.decisions
+        or out.triggers
+        or out.rerouted
+        or out.examples
+    ):
         return []
     return [out]

@@ -36,6 +36,8 @@ from engine.profile import (
     profile_view,
 )
 from engine.recs.shopper import encode_items
+from engine.scores.features import features
+from engine.scores.serving import encode_features
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -109,7 +111,7 @@ class StepOut:
     """What a state step's key did with one batch: its effects in order, less the
     profile changes, which collapse into the view of the last state."""
 
-    __slots__ = ("_changed", "effects", "forward", "items", "views")
+    __slots__ = ("_changed", "effects", "features", "forward", "items", "views")
 
     def __init__(self) -> None:
         self.effects: list[Effect] = []
@@ -117,6 +119,8 @@ class StepOut:
         self.views: dict[str, bytes | None] = {}
         # customer key -> the recommender's items (engine/recs/shopper.py), encoded
         self.items: dict[str, bytes] = {}
+        # customer key -> the score models' features as of the last event, encoded
+        self.features: dict[str, bytes] = {}
         self.forward: list[Stamped[ToCustomer]] = []  # anonymous ids: on to a customer
         self._changed: dict[str, CustomerState] = {}
 
@@ -139,6 +143,9 @@ class StepOut:
             self.views[key] = encode_view(profile_view(state))
             if state.shopper.viewed or state.shopper.bought:
                 self.items[key] = encode_items(state.shopper)
+            if state.scores is not None:  # scored (known customers, scores on)
+                at = state.last_seen
+                self.features[key] = encode_features(at, features(state, at))
         if self.views or self.effects or self.forward:
             return [self]
         return []

@@ -11,6 +11,10 @@
   to the state and model updates done (``gather``, after the identity and
   customer state steps): the engine's work on the batch plus Bytewax's
   hand-over between the steps.
+- ``pulse_flow_model_update_seconds{model}`` and
+  ``pulse_flow_model_examples_total{model}``: per batch of labelled examples,
+  the time the score models took to test and learn them, and how many
+  (dataflows/score_models.py).
 
 The hot path pays per batch, never per event: the sink that already counts
 batches for ``pulse status`` (dataflows/progress_sink.py) adds the count and
@@ -63,6 +67,19 @@ class FlowMetrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+        self.model_update_seconds = Histogram(
+            "pulse_flow_model_update_seconds",
+            "Per batch of labelled examples, the time the models took to test and learn them",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.model_examples = Counter(
+            "pulse_flow_model_examples",
+            "Labelled examples the models learned",
+            ["model"],
+            registry=self.registry,
+        )
         self._workers: dict[int, Counter] = {}
         self._positions: dict[str, int] = {}  # "topic:partition" -> next offset to read
         self._started = threading.local()  # per worker thread: when its batch was decoded
@@ -104,6 +121,13 @@ class FlowMetrics:
             # Timers fire without a batch: only a gather after a decode counts.
             self._started.at = None
             self.batch_update_seconds.observe(time.perf_counter() - started)
+
+    def models_updated(self, examples: int, seconds: float, model: str = "scores") -> None:
+        """The score models learned a batch of ``examples`` in ``seconds``."""
+        if not self.enabled:
+            return
+        self.model_update_seconds.labels(model).observe(seconds)
+        self.model_examples.labels(model).inc(examples)
 
 
 class PartitionLag(Collector):

@@ -13,6 +13,7 @@
                                           -> triggers_out, decisions_out (Kafka)
                                           -> rule_stats (per rule) -> Redis
                                           -> item_popularity (per item) -> Redis
+                                          -> score_models (one key: labels) -> Redis
 
 Every step between the state steps handles a whole batch in one call (Bytewax's
 ``flat_map_batch``), and the state steps get each key's share of a batch in
@@ -56,6 +57,7 @@ from dataflows.metrics import FLOW_METRICS
 from dataflows.progress_sink import RedisProgressSink
 from dataflows.redis_sink import RedisProfileSink
 from dataflows.rule_stats import RedisRuleStatsSink, RuleCountsLogic
+from dataflows.score_models import MODEL_KEY, RedisModelSink, ScoreModelLogic
 from dataflows.stream_clock import PartitionTime, StreamClock
 from engine.control import CustomerMerged
 from engine.customer import Engine
@@ -157,6 +159,14 @@ def build_flow(
     by_item = op.flat_map_batch("key_by_item", outputs, _by_item)
     items = op.stateful_batch("item_popularity", by_item, ItemLogic)
     op.output("items_out", items, RedisItemSink(settings.redis, keys))
+    if engine.scorer is not None:
+        scores = engine.scorer.settings
+        models = op.stateful_batch(
+            "score_models",
+            op.flat_map_batch("key_by_model", outputs, _by_model),
+            lambda state: ScoreModelLogic(scores, state),
+        )
+        op.output("models_out", models, RedisModelSink(settings.redis, keys))
     return flow
 
 
@@ -217,6 +227,12 @@ def _decision_records(settings: Settings, batch: list[Outputs]) -> list[SinkReco
 
 def _by_rule(batch: list[Outputs]) -> list[Keyed]:
     return [(d.rule_id, d) for out in batch for d in out.decisions]
+
+
+def _by_model(batch: list[Outputs]) -> list[Keyed]:
+    """A batch's labelled examples, as one item for the one model key."""
+    examples = [e for out in batch for e in out.examples]
+    return [(MODEL_KEY, examples)] if examples else []
 
 
 def _by_item(batch: list[Outputs]) -> list[Keyed]:

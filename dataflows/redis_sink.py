@@ -17,6 +17,7 @@ class ProfileWrites(Protocol):
 
     views: dict[str, bytes | None]  # customer key -> encoded view, None: removed
     items: dict[str, bytes]  # customer key -> the recommender's items, encoded
+    features: dict[str, bytes]  # customer key -> the score models' features, encoded
     segments: list[SegmentsChanged]
 
 
@@ -30,11 +31,13 @@ class _ProfilePartition(StatelessSinkPartition[ProfileWrites]):
         # absolute, rewriting it after a replay cannot double count.
         latest: dict[str, bytes | None] = {}
         shopper: dict[str, bytes] = {}
+        scored: dict[str, bytes] = {}
         commands: list[Command] = []
         keys = self._keys
         for item in items:
             latest.update(item.views)
             shopper.update(item.items)
+            scored.update(item.features)
             for change in item.segments:
                 # Membership is absolute (add/remove), so a replay cannot double count.
                 for name in change.added:
@@ -49,11 +52,14 @@ class _ProfilePartition(StatelessSinkPartition[ProfileWrites]):
                 # One field holding the whole view: a single argument to pack
                 # and send instead of one per attribute (measured in
                 # benchmarks/profiles.py), and read back with one HGET.
+                fields: list[bytes | str] = ["view", view]
                 mine = shopper.get(customer_id)
-                if mine is None:
-                    commands.append(("HSET", profile(customer_id), "view", view))
-                else:
-                    commands.append(("HSET", profile(customer_id), "view", view, "items", mine))
+                if mine is not None:
+                    fields += ("items", mine)
+                x = scored.get(customer_id)
+                if x is not None:
+                    fields += ("x", x)
+                commands.append(("HSET", profile(customer_id), *fields))
         write_all(self._client, commands)
 
     def close(self) -> None:

@@ -94,6 +94,7 @@ def build_engine(settings: Settings) -> Engine:
         RuleBook(loaded.rules),
         dedup_window_s=settings.dedup_window_s,
         loyalty=load_loyalty(settings.rules_dir),
+        scores=settings.score_settings() if settings.scores else None,
     )
 
 

@@ -46,6 +46,10 @@ class RedisKeys:
         ``popular:{category}``, ``trending:{category}``), a sorted set."""
         return f"{self.prefix}:rank:{name}"
 
+    def model(self, name: str) -> str:
+        """A published model (``scores``: engine/scores/serving.py PublishedScores), MessagePack."""
+        return f"{self.prefix}:model:{name}"
+
     def also_bought(self, sku: str) -> str:
         return f"{self.prefix}:item:{{{sku}}}:also"
 

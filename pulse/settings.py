@@ -13,10 +13,13 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 import orjson
+
+if TYPE_CHECKING:
+    from engine.scores.labels import ScoreSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,6 +89,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     # A repeated event id within this window (event time) is dropped and counted.
     dedup_window_s: float = 86400.0
+
+    # Scores (docs/scores.md): learned online by the dataflow, served in the
+    # profile. Horizons in days: an order within propensity_days; no order
+    # within churn_days; net spend within clv_days.
+    scores: bool = True
+    propensity_days: float = 7.0
+    churn_days: float = 90.0
+    clv_days: float = 365.0
 
     # Marketers' files: trigger rules, policy.yaml, loyalty.yaml, rfm.yaml.
     rules_dir: str = str(PROJECT_ROOT / "rules")
@@ -271,12 +282,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             ("http://", "https://")
         ):
             raise SettingsError("webhook_url: must start with http:// or https://")
+        for name in ("propensity_days", "churn_days", "clv_days"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"{name}: must be more than 0 days")
         for name in ("topic_prefix", "redis_prefix"):
             value = getattr(self, name)
             if not value or any(c in value for c in " :{}"):
                 raise SettingsError(f"{name}: must be non-empty without spaces, ':', '{{' or '}}'")
 
     # Derived names -------------------------------------------------------
+
+    def score_settings(self) -> ScoreSettings:
+        """The scores' horizons (engine/scores/labels.py)."""
+        from engine.scores.labels import ScoreSettings  # imports River: only when asked
+
+        return ScoreSettings(
+            propensity_days=self.propensity_days,
+            churn_days=self.churn_days,
+            clv_days=self.clv_days,
+        )
 
     @property
     def kafka_managed(self) -> bool:

@@ -15,6 +15,7 @@ from fastapi.responses import Response
 from api import auth, deps, ingest, schemas
 from api.problems import problem, unavailable
 from api.producer import AckProducer, KafkaUnavailable
+from api.scores import ScoreCache
 from engine.control import encode_control
 from engine.privacy import EraseCustomer
 from engine.profile import ProfileView, decode_view
@@ -24,6 +25,8 @@ from pulse.settings import Settings
 
 # The hash field holding the MessagePack profile view (dataflows/redis_sink.py).
 PROFILE_FIELD = "view"
+# The hash field holding the score models' features (engine/scores/serving.py).
+FEATURES_FIELD = "x"
 
 
 async def load_view(redis: aioredis.Redis, keys: RedisKeys, customer_id: str) -> ProfileView | None:
@@ -62,15 +65,22 @@ async def get_profile(
     redis: Annotated[aioredis.Redis, Depends(deps.redis_client)],
     keys: Annotated[RedisKeys, Depends(deps.keys)],
     bands: Annotated[RfmBands, Depends(deps.rfm_bands)],
+    models: Annotated[ScoreCache | None, Depends(deps.score_cache)],
 ) -> Any:
-    view = await load_view(redis, keys, customer_id)
-    if view is None:
+    # One round trip: the view, the customer's score features, the models.
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hmget(keys.profile(customer_id), PROFILE_FIELD, FEATURES_FIELD)
+        pipe.get(keys.model("scores"))
+        (raw, features), published = await pipe.execute()
+    if not isinstance(raw, bytes):
         return problem(404, "no such customer", f"no profile for {customer_id!r}")
-    scores = rfm(view.last_order_at, view.orders_12m, view.spend_12m, time.time(), bands)
+    view = decode_view(raw)
+    segments = rfm(view.last_order_at, view.orders_12m, view.spend_12m, time.time(), bands)
+    scores = models.score(features, published) if models is not None else None
     # Encoded by msgspec in one pass, not handed back as a dict for FastAPI's
     # jsonable_encoder to walk; asdict keeps the fields at their defaults (zero
     # counts, empty lists) that the view's own encoding leaves out.
-    body = _json.encode({**msgspec.structs.asdict(view), "rfm": scores})
+    body = _json.encode({**msgspec.structs.asdict(view), "rfm": segments, "scores": scores})
     return Response(body, media_type="application/json")
 
 

@@ -105,3 +105,47 @@ def test_a_category_viewed_rises_in_the_next_request_and_strangers_get_trending(
     assert _get(settings, "/v1/items/NO-SUCH/similar")[0] == 200
     status, bad = _get(settings, "/v1/customers/bea/recommendations?context=shelf")
     assert status == 422 and "context" in str(bad)
+
+
+def test_scores_are_learned_from_labels_and_served_in_the_profile(stack: Settings) -> None:
+    """Labels close as the stream passes their horizon; the dataflow's model
+    step learns them and publishes the models; the profile scores each
+    customer with them (docs/scores.md)."""
+    day = 86400.0
+    start = time.time() - 30 * day
+    events: list[dict[str, Any]] = []
+    for n in range(24):
+        customer = f"scored-{n}"
+        events += _views(customer, "mugs", range(2), 0, start + n)
+        if n % 2 == 0:  # half of them order within the week
+            events.append(
+                {
+                    "type": "order_placed",
+                    "event_id": f"{customer}-order",
+                    "customer_id": customer,
+                    "order_id": f"{customer}-o1",
+                    "total": 20.0,
+                    "items": [{"sku": "MUGS-1", "quantity": 1, "price": 20.0}],
+                    "timestamp": _iso(start + 2 * day + n),
+                }
+            )
+        # Back three weeks later: the week after the first visit is known by then.
+        events += _views(customer, "mugs", range(2, 3), 0, start + 21 * day + n)
+    produce_events(stack, events)
+
+    def scores() -> dict[str, Any] | None:
+        status, body = _get(stack, "/v1/customers/scored-0/profile")
+        return body.get("scores") if status == 200 else None
+
+    wait_for(
+        lambda: (s := scores()) is not None and s["examples"] >= 24,
+        30,
+        "the score models learning the first week's labels",
+    )
+    served = scores()
+    assert served is not None
+    assert 0.0 < served["purchase_propensity"] < 1.0 and served["propensity_days"] == 7.0
+    assert 0.0 < served["churn_risk"] < 1.0 and served["predicted_clv"] >= 0.0
+    # Scored as of the customer's last event.
+    assert served["scored_at"] == pytest.approx(start + 21 * day, abs=1)
+    assert _get(stack, "/v1/customers/nobody/profile")[0] == 404

@@ -16,6 +16,9 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from engine.profile import CartItemView, ProfileView, encode_view
+from engine.scores.features import FEATURES
+from engine.scores.labels import PROPENSITY, Example, ScoreSettings
+from engine.scores.serving import ScoreLearner, encode_features, encode_published
 from pulse.keys import RedisKeys
 from pulse.settings import Settings
 
@@ -90,7 +93,8 @@ def test_profile_is_the_whole_view_with_rfm(api: TestClient, encoder_calls: list
     body = orjson.loads(response.content)
     assert encoder_calls == []
     # Every field of the view, those at their defaults too, as the document says.
-    assert set(body) == set(ProfileView.__struct_fields__) | {"rfm"}
+    assert set(body) == set(ProfileView.__struct_fields__) | {"rfm", "scores"}
+    assert body["scores"] is None  # no features written: not scored
     assert body["tier"] == "" and body["refunds"] == 0 and body["open_tickets"] == []
     assert body["cart"] == [
         {"sku": "SKU-2", "quantity": 1, "price": 12.5, "category": "candles", "name": "Pine candle"}
@@ -100,6 +104,36 @@ def test_profile_is_the_whole_view_with_rfm(api: TestClient, encoder_calls: list
     # the import is many minutes before the request), served to 1/100 of a day.
     since = (time.time() - VIEW.last_order_at) / 86400
     assert 3.0 <= body["rfm"]["days_since_last_order"] <= round(since, 2)
+
+
+def test_profile_scores_a_customer_with_the_published_models(
+    api: TestClient, pulse_settings: Settings, redis_client: redis.Redis
+) -> None:
+    """The dataflow stores a customer's features and publishes the models
+    (dataflows/score_models.py); the profile scores the one with the other."""
+    keys = RedisKeys(pulse_settings.redis_prefix)
+    x = tuple(float(i % 3) for i in range(len(FEATURES)))
+    redis_client.hset(keys.profile("c-1"), "x", encode_features(NOW - 60, x))
+    untrained = orjson.loads(api.get("/v1/customers/c-1/profile").content)["scores"]
+    assert untrained["examples"] == 0 and untrained["purchase_propensity"] == 0.5
+    assert untrained["propensity_days"] == 7.0 and untrained["scored_at"] == NOW - 60
+
+    learner = ScoreLearner(ScoreSettings())
+    buyer = tuple(1.0 for _ in FEATURES)
+    examples = [
+        Example(PROPENSITY, f"c{i}", NOW, NOW, buyer if i % 2 else x, float(i % 2), 0.0, True)
+        for i in range(400)
+    ]
+    learner.learn(examples)
+    redis_client.set(keys.model("scores"), encode_published(learner.published()))
+    scores = orjson.loads(api.get("/v1/customers/c-1/profile").content)["scores"]
+    assert scores["examples"] == 400
+    assert scores["purchase_propensity"] < 0.2  # x is like those who did not order
+    assert scores["churn_risk"] == 0.5  # nothing learned about churn yet
+
+    redis_client.set(keys.model("scores"), b"not the models")
+    kept = orjson.loads(api.get("/v1/customers/c-1/profile").content)["scores"]
+    assert kept == scores  # unreadable models: the last good ones stay
 
 
 def test_recommendations_favour_categories_and_leave_the_cart_out(
