@@ -377,7 +377,10 @@ def replay(
         raise SystemExit(f"{dataset.name}: no orders read from {dataset.path}")
     engine = Engine()
     runs = [
-        Run("pulse", Scorer(settings, ScoreModels.river(settings))),
+        # What the dataflow serves, and the two model families it is made of.
+        Run("pulse", Scorer(settings, ScoreModels.served(settings))),
+        Run("sgd", Scorer(settings, ScoreModels.river(settings))),
+        Run("bayes", Scorer(settings, ScoreModels.bayes(settings))),
         Run("baseline", Scorer(settings, ScoreModels.baseline(settings))),
     ]
     states: dict[str, CustomerState] = {}
@@ -439,9 +442,9 @@ def replay(
                 flush=True,
             )
     fire_until(last + 1.0)  # windows that closed within the data; later ones stay censored
-    pulse, baseline = runs
-    if len(pulse.examples) != len(baseline.examples):
-        raise AssertionError("the two model families saw different snapshots")
+    pulse, *others = runs
+    if any(len(pulse.examples) != len(other.examples) for other in others):
+        raise AssertionError("the model families saw different snapshots")
     result: dict[str, Any] = {
         "dataset": dataset.name,
         "source": dataset.source,
@@ -506,7 +509,7 @@ def clv_at_cutoff(
         "observed_to": datetime.fromtimestamp(orders[-1].ts, tz=UTC).isoformat(),
         "customers": len(customers),
     }
-    for name in ("pulse", "baseline"):
+    for name in ("pulse", "sgd", "bayes", "baseline"):
         out[name] = spend_errors(ys, [predicted[c][name] for c in customers])
     bgnbd = bg_nbd_gamma_gamma(orders, cutoff, dataset.clv_days, customers, quiet)
     if bgnbd is None:
@@ -582,7 +585,7 @@ def print_results(results: list[dict[str, Any]]) -> None:
     rows: list[list[Any]] = []
     for r in results:
         for task in ("propensity", "churn"):
-            for model in ("pulse", "baseline"):
+            for model in ("pulse", "sgd", "bayes", "baseline"):
                 m = r["prequential"][task][model]
                 rows.append(
                     [
@@ -603,14 +606,14 @@ def print_results(results: list[dict[str, Any]]) -> None:
     )
     rows = []
     for r in results:
-        for model in ("pulse", "baseline"):
+        for model in ("pulse", "sgd", "bayes", "baseline"):
             m = r["prequential"]["clv"][model]
             if m["n"]:
                 rows.append(_spend_row(r["dataset"], "rolling", model, m))
         cut = r.get("clv_at_cutoff")
         if cut:
             where = f"at {cut['cutoff'][:10]}"
-            for model in ("pulse", "baseline", "bg_nbd"):
+            for model in ("pulse", "sgd", "bayes", "baseline", "bg_nbd"):
                 m = cut[model]
                 if "skipped" not in m:
                     rows.append(_spend_row(r["dataset"], where, model, m))

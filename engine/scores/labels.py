@@ -52,6 +52,7 @@ from engine import events as ev
 from engine.pending_labels import CustomerScores, Snapshot
 from engine.profile import CustomerState
 from engine.scores.baselines import RfmRate, RunRateSpend
+from engine.scores.bayes import BayesScore
 from engine.scores.features import DAY_S, Features, features
 from engine.scores.models import LinearScore, ScoreModel
 from engine.scores.spend import SpendScore
@@ -119,6 +120,31 @@ class ScoreModels:
             LinearScore("propensity", "probability"),
             LinearScore("churn", "probability"),
             SpendScore("clv", settings.clv_days),
+        )
+
+    @classmethod
+    def bayes(cls, settings: ScoreSettings | None = None) -> ScoreModels:
+        """River Bayesian linear regressions throughout: the same models
+        whatever the order of the examples (engine/scores/bayes.py)."""
+        settings = settings or ScoreSettings()
+        return cls(
+            BayesScore("propensity", "probability"),
+            BayesScore("churn", "probability"),
+            SpendScore("clv", settings.clv_days, correction=BayesScore("clv", "amount")),
+        )
+
+    @classmethod
+    def served(cls, settings: ScoreSettings | None = None) -> ScoreModels:
+        """What the dataflow learns and the API serves, each score the better of
+        the two families measured (benchmarks.score_quality, docs/scores.md):
+        Bayesian linear regression for propensity and the lifetime value's
+        correction (as good or better, and order-independent), SGD logistic
+        regression for churn (a linear probability model ranked churn worse)."""
+        settings = settings or ScoreSettings()
+        return cls(
+            BayesScore("propensity", "probability"),
+            LinearScore("churn", "probability"),
+            SpendScore("clv", settings.clv_days, correction=BayesScore("clv", "amount")),
         )
 
     @classmethod

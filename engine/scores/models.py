@@ -60,7 +60,7 @@ class ScoreModel(Protocol):
         ...
 
 
-class LinearState(msgspec.Struct, frozen=True):
+class LinearState(msgspec.Struct, frozen=True, tag="sgd"):
     """A ``LinearScore`` as values: what a snapshot keeps and ``merge`` averages."""
 
     kind: Kind

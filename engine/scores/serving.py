@@ -1,5 +1,9 @@
 """The score models as published for serving, and their prequential quality.
 
+The models are ``ScoreModels.served``: Bayesian linear regression (sums, so
+the same model whatever the order of its examples) for propensity and the
+lifetime value's correction, SGD logistic regression for churn.
+
 One place learns (the dataflow's model step, ``ScoreLearner``): it takes the
 labelled examples every customer's state produces (engine/scores/labels.py),
 tests each (the model's score before it learns the label) and then trains on
@@ -22,6 +26,7 @@ import zlib
 
 import msgspec
 
+from engine.scores.bayes import BayesScore, BayesState
 from engine.scores.features import FEATURES, Features
 from engine.scores.labels import (
     CHURN,
@@ -131,9 +136,10 @@ class PublishedScores(msgspec.Struct, kw_only=True, gc=False):
 
     settings: ScoreSettings
     features: tuple[str, ...] = FEATURES
-    propensity: LinearState | None = None
-    churn: LinearState | None = None
-    clv: LinearState | None = None
+    # Each model's learned state: sums (BayesState) or SGD weights (LinearState).
+    propensity: BayesState | LinearState | None = None
+    churn: BayesState | LinearState | None = None
+    clv: BayesState | LinearState | None = None
     quality: list[TaskQuality] = []  # in TASKS order
     averaged: list[Averaged] = []  # in TASKS order: what is served
     learned_until: float = 0.0  # the latest label time learned (event time)
@@ -201,14 +207,17 @@ class ScoreLearner:
             score = model.predict(example.x)  # tested before it is learned
             self.quality[example.task].add(model.kind == "probability", score, example.y)
             model.learn(example.x, example.y)
-            self.averaged[example.task].add(*_linear(model).folded())
+            linear = _linear(model)
+            if isinstance(linear, LinearScore):  # SGD: serve the average (see Averaged)
+                self.averaged[example.task].add(*linear.folded())
             if example.resolved_at > self.learned_until:
                 self.learned_until = example.resolved_at
         return len(examples)
 
     def published(self) -> PublishedScores:
         m = self.models
-        assert isinstance(m.propensity, LinearScore) and isinstance(m.churn, LinearScore)
+        assert isinstance(m.propensity, LinearScore | BayesScore)
+        assert isinstance(m.churn, LinearScore | BayesScore)
         assert isinstance(m.clv, SpendScore)
         return PublishedScores(
             settings=self.settings,
@@ -221,21 +230,27 @@ class ScoreLearner:
         )
 
 
-def _linear(model: ScoreModel) -> LinearScore:
+def _linear(model: ScoreModel) -> LinearScore | BayesScore:
     if isinstance(model, SpendScore):
         return model.correction
-    assert isinstance(model, LinearScore)
+    assert isinstance(model, LinearScore | BayesScore)
     return model
 
 
+def _restore(name: str, state: BayesState | LinearState) -> LinearScore | BayesScore:
+    if isinstance(state, BayesState):
+        return BayesScore.from_state(name, state)
+    return LinearScore.from_state(name, state)
+
+
 def _models(settings: ScoreSettings, published: PublishedScores | None) -> ScoreModels:
-    models = ScoreModels.river(settings)
+    models = ScoreModels.served(settings)
     if published is None or published.features != FEATURES:
         return models  # nothing learned yet, or on other features: start afresh
     if published.propensity is not None:
-        models.propensity = LinearScore.from_state(TASKS[PROPENSITY], published.propensity)
+        models.propensity = _restore(TASKS[PROPENSITY], published.propensity)
     if published.churn is not None:
-        models.churn = LinearScore.from_state(TASKS[CHURN], published.churn)
+        models.churn = _restore(TASKS[CHURN], published.churn)
     if published.clv is not None:
         models.clv = SpendScore.from_state(TASKS[CLV], settings.clv_days, published.clv)
     return models
@@ -265,12 +280,17 @@ class ScoreServer:
         """The served (averaged) model's answer; the live one's before any example."""
         model = self.models.by_task()[task]
         averaged = self.published.averaged
-        if len(averaged) != len(TASKS) or not averaged[task].updates:
+        linear = _linear(model)
+        if (
+            not isinstance(linear, LinearScore)  # sums: the posterior mean is steady
+            or len(averaged) != len(TASKS)
+            or not averaged[task].updates
+        ):
             return model.predict(x)
         z = averaged[task].raw(x)
         if isinstance(model, SpendScore):
             return model.predict_corrected(x, z)
-        return _linear(model).link(z)
+        return linear.link(z)
 
     def score(self, x: Features, scored_at: float) -> ServedScores:
         s = self.published.settings

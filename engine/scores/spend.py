@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 from engine.scores.baselines import RunRateSpend
+from engine.scores.bayes import BayesScore, BayesState
 from engine.scores.features import Features
 from engine.scores.models import Kind, LinearScore, LinearState
 
@@ -39,11 +40,12 @@ class SpendScore:
         intercept_lr: float = 0.01,
         l2: float = 1e-4,
         max_correction: float = 1.0,
+        correction: LinearScore | BayesScore | None = None,
     ) -> None:
         self.name = name
         self.horizon_days = horizon_days
         self.base = RunRateSpend(name, horizon_days)
-        self.correction = LinearScore(
+        self.correction: LinearScore | BayesScore = correction or LinearScore(
             name, "amount", lr=lr, intercept_lr=intercept_lr, l2=l2, clip_gradient=1.0
         )
         self.max_correction = max_correction
@@ -68,13 +70,20 @@ class SpendScore:
     def learn(self, x: Features, y: float) -> None:
         self.correction.learn_target(x, math.log1p(max(0.0, y)) - math.log1p(self.base.predict(x)))
 
-    def state(self) -> LinearState:
+    def state(self) -> LinearState | BayesState:
         return self.correction.state()
 
     @classmethod
     def from_state(
-        cls, name: str, horizon_days: float, state: LinearState, max_correction: float = 1.0
+        cls,
+        name: str,
+        horizon_days: float,
+        state: LinearState | BayesState,
+        max_correction: float = 1.0,
     ) -> SpendScore:
         model = cls(name, horizon_days, max_correction=max_correction)
-        model.correction = LinearScore.from_state(name, state)
+        if isinstance(state, BayesState):
+            model.correction = BayesScore.from_state(name, state)
+        else:
+            model.correction = LinearScore.from_state(name, state)
         return model

@@ -8,10 +8,12 @@ import random
 from collections.abc import Callable
 
 import hypothesis.strategies as st
+import msgspec
 import pytest
 from hypothesis import given, settings
 
 from engine.scores import FEATURES, LinearScore, RfmRate, RunRateSpend, ScoreModel, merge
+from engine.scores.bayes import BayesScore, BayesState
 from engine.scores.features import Features
 from engine.scores.models import P_MAX, P_MIN
 from engine.scores.spend import SpendScore
@@ -20,6 +22,11 @@ IMPLEMENTATIONS: dict[str, Callable[[], ScoreModel]] = {
     "linear probability": lambda: LinearScore("p", "probability"),
     "linear amount": lambda: LinearScore("a", "amount", lr=0.01, clip_gradient=1.0),
     "spend (run rate x correction)": lambda: SpendScore("clv", 90.0),
+    "bayes probability": lambda: BayesScore("p", "probability"),
+    "bayes amount": lambda: BayesScore("a", "amount"),
+    "spend (run rate x bayes correction)": lambda: SpendScore(
+        "clv", 90.0, correction=BayesScore("clv", "amount")
+    ),
     "rfm rate": lambda: RfmRate("p"),
     "run rate": lambda: RunRateSpend("clv", 90.0),
 }
@@ -179,3 +186,33 @@ def test_merging_one_model_changes_nothing_and_scalers_merge_exactly() -> None:
         assert merged.variances[name] == pytest.approx(whole.state().variances[name], rel=1e-9)
     with pytest.raises(ValueError):
         merge([])
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.sampled_from(["probability", "amount"]), st.randoms(use_true_random=False))
+def test_bayes_learns_the_same_model_whatever_the_order(kind: str, rng: random.Random) -> None:
+    """Its state is two sums: another order changes the rounding, nothing else."""
+    data = examples(kind, 300, seed=5)
+    a, b = BayesScore("m", kind), BayesScore("m", kind)  # type: ignore[arg-type]
+    for x, y in data:
+        a.learn(x, y)
+    shuffled = list(data)
+    rng.shuffle(shuffled)
+    for x, y in shuffled:
+        b.learn(x, y)
+    for ca, cb in zip(a.coefficients(), b.coefficients(), strict=True):
+        assert math.isclose(ca, cb, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_bayes_state_restores_the_same_model() -> None:
+    data = examples("probability", 200, seed=2)
+    model = BayesScore("p", "probability")
+    for x, y in data[:150]:
+        model.learn(x, y)
+    raw = msgspec.msgpack.encode(model.state())
+    restored = BayesScore.from_state("p", msgspec.msgpack.decode(raw, type=BayesState))
+    for x, y in data[150:]:
+        model.learn(x, y)
+        restored.learn(x, y)
+    assert restored.coefficients() == model.coefficients()
+    assert restored.examples == model.examples == 200
