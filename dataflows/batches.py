@@ -35,6 +35,7 @@ from engine.customer import Forwarded, SegmentsChanged
 from engine.decode import DeadLetter, decode_event
 from engine.events import Alias
 from engine.identity import Link, ToCustomer
+from engine.nba.records import Input
 from engine.popularity import ItemSignal
 from engine.recs.relations import PairSignal
 from engine.triggers import Decision, Trigger, TriggerFired
@@ -104,7 +105,16 @@ def route(partition_time: PartitionTime, batch: list[RawMessage | KafkaError[Any
 class Outputs:
     """Everything one batch of the state steps wrote, for the sinks."""
 
-    __slots__ = ("decisions", "items", "rerouted", "segments", "signals", "triggers", "views")
+    __slots__ = (
+        "decisions",
+        "items",
+        "nba",
+        "rerouted",
+        "segments",
+        "signals",
+        "triggers",
+        "views",
+    )
 
     def __init__(self) -> None:
         self.views: dict[str, bytes | None] = {}
@@ -115,6 +125,7 @@ class Outputs:
         self.signals: list[ItemSignal | PairSignal] = []  # to the items' step
         # What an alias of two known customers sends back to Kafka (engine/identity.py).
         self.rerouted: list[Forwarded | CustomerMerged] = []
+        self.nba: list[Input] = []  # to the next-best-action policy (dataflows/nba_step.py)
 
 
 def gather(batch: list[tuple[str, StepOut]]) -> list[Outputs]:
@@ -125,6 +136,8 @@ def gather(batch: list[tuple[str, StepOut]]) -> list[Outputs]:
         views.update(step.views)
         if step.items:
             out.items.update(step.items)
+        if step.nba:
+            out.nba += step.nba
         for effect in step.effects:
             if isinstance(effect, ItemSignal | PairSignal):
                 out.signals.append(effect)
@@ -136,6 +149,14 @@ def gather(batch: list[tuple[str, StepOut]]) -> list[Outputs]:
                 out.segments.append(effect)
             elif isinstance(effect, Forwarded | CustomerMerged):
                 out.rerouted.append(effect)
-    if not (views or out.segments or out.signals or out.decisions or out.triggers or out.rerouted):
+    if not (
+        views
+        or out.segments
+        or out.signals
+        or out.decisions
+        or out.triggers
+        or out.rerouted
+        or out.nba
+    ):
         return []
     return [out]

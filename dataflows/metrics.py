@@ -11,6 +11,13 @@
   to the state and model updates done (``gather``, after the identity and
   customer state steps): the engine's work on the batch plus Bytewax's
   hand-over between the steps.
+- ``pulse_flow_nba_decisions_total{action,how}``: next-best-action decisions
+  made by the policies of this process, ``how`` = ``model`` (the bandit's
+  best), ``explored``, ``holdout`` or ``forced`` (only the control eligible).
+- ``pulse_flow_nba_outcomes_total{action,reason,group}`` and
+  ``pulse_flow_nba_reward_total{action,group}``: decisions settled and the
+  reward they earned (after the action's weight), ``group`` = ``holdout`` or
+  ``policy``: reward per outcome of the two groups is the policy's lift.
 
 The hot path pays per batch, never per event: the sink that already counts
 batches for ``pulse status`` (dataflows/progress_sink.py) adds the count and
@@ -31,6 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from engine.nba.records import Decision, Effect
 from pulse.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,6 +69,24 @@ class FlowMetrics:
             "Per batch, from its decode to the identity and customer state updates "
             "done (effects gathered)",
             buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.nba_decisions = Counter(
+            "pulse_flow_nba_decisions",
+            "Next-best-action decisions, by action and how it was chosen",
+            ["action", "how"],
+            registry=self.registry,
+        )
+        self.nba_outcomes = Counter(
+            "pulse_flow_nba_outcomes",
+            "Next-best-action decisions settled, by action, reason and group",
+            ["action", "reason", "group"],
+            registry=self.registry,
+        )
+        self.nba_reward = Counter(
+            "pulse_flow_nba_reward",
+            "Reward earned by settled next-best-action decisions (after the action's weight)",
+            ["action", "group"],
             registry=self.registry,
         )
         self._workers: dict[int, Counter] = {}
@@ -104,6 +130,28 @@ class FlowMetrics:
             # Timers fire without a batch: only a gather after a decode counts.
             self._started.at = None
             self.batch_update_seconds.observe(time.perf_counter() - started)
+
+    def nba(self, effects: list[Effect]) -> None:
+        """A policy's decisions and outcomes (dataflows/nba_step.py)."""
+        if not self.enabled:
+            return
+        for effect in effects:
+            if isinstance(effect, Decision):
+                how = (
+                    "holdout"
+                    if effect.holdout
+                    else "forced"
+                    if effect.forced
+                    else "explored"
+                    if effect.explored
+                    else "model"
+                )
+                self.nba_decisions.labels(effect.action, how).inc()
+            else:
+                group = "holdout" if effect.holdout else "policy"
+                self.nba_outcomes.labels(effect.action, effect.reason, group).inc()
+                if effect.reward:
+                    self.nba_reward.labels(effect.action, group).inc(effect.reward)
 
 
 class PartitionLag(Collector):

@@ -49,6 +49,15 @@ class RedisKeys:
     def also_bought(self, sku: str) -> str:
         return f"{self.prefix}:item:{{{sku}}}:also"
 
+    def nba(self, customer_id: str) -> str:
+        """The customer's live next-best-action decision (engine/nba/records.py
+        ``Decision``, JSON), expiring when its window ends."""
+        return f"{self.prefix}:{{{customer_id}}}:nba"
+
+    def nba_decision(self, decision_id: str) -> str:
+        """A decision's customer, for reward calls; expires with its window."""
+        return f"{self.prefix}:nba:decision:{decision_id}"
+
     def caught_up(self) -> str:
         """Input partitions read to their end: "<topic>:<partition>" -> JSON [at, yes]."""
         return f"{self.prefix}:dataflow:caught_up"
