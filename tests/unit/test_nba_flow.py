@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 
 from dataflows.nba_inputs import CustomerSide, applied
 from dataflows.nba_step import PolicyLogic, shard_key
+from dataflows.run import build_actions
 from engine import events as ev
 from engine.customer import Engine
 from engine.nba.records import Context, Decision, Outcome, Signal
-from pulse.rules_files import load_action_book
+from pulse.rules_files import RulesFileError, load_action_book
 from pulse.settings import load_settings
 from tests.nba_helpers import T0, book, context, signal
 
@@ -97,3 +100,12 @@ def test_the_policy_step_holds_inputs_until_the_stream_has_passed_them() -> None
     kinds = [(type(e).__name__, e.customer_id) for e in effects]
     assert kinds == [("Decision", "b"), ("Outcome", "a"), ("Outcome", "b")]
     assert [e.reason for e in effects[1:] if isinstance(e, Outcome)] == ["converted", "expired"]
+
+
+def test_a_broken_actions_file_stops_the_start_and_none_turns_nba_off(tmp_path: Path) -> None:
+    settings = load_settings(environ={}, rules_dir=str(tmp_path))
+    assert build_actions(settings) is None
+    broken = "policy:\n  exploration: 1.5\nactions:\n  - id: nothing\n"
+    (tmp_path / "actions.yaml").write_text(broken)
+    with pytest.raises(RulesFileError, match=r"actions.yaml:2:\d+: `policy.exploration`"):
+        build_actions(settings)
