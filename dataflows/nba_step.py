@@ -36,12 +36,12 @@ from dataflows.stream_clock import StreamClock
 from engine.nba.book import ActionBook
 from engine.nba.order import InOrder, Waiting
 from engine.nba.policy import NextBestAction
-from engine.nba.records import Decision, Effect, Input, unit
+from engine.nba.records import Decision, Effect, Input, served, unit
 from pulse.keys import RedisKeys
 from pulse.settings import Settings
 
-# The profile hash field holding the customer's live decision (Decision JSON),
-# beside the view ("view") and the recommender's items ("items").
+# The profile hash field holding the customer's live decision (engine.nba.records
+# Served, JSON), beside the view ("view") and the recommender's items ("items").
 NBA_FIELD = "nba"
 
 
@@ -162,7 +162,7 @@ class _ServingPartition(StatelessSinkPartition[tuple[str, list[Effect]]]):
                 if not isinstance(effect, Decision):
                     continue
                 # Absolute values: a replay after a crash writes the same bytes.
-                latest[effect.customer_id] = _json.encode(effect)
+                latest[effect.customer_id] = _json.encode(served(effect))
                 expires = math.ceil(effect.expires_at)
                 if expires > wall:  # a decision whose window is over takes no reward
                     key = keys.nba_decision(effect.decision_id)

@@ -22,23 +22,14 @@ from api.ingest import Collector, Item
 from api.problems import problem, unavailable
 from engine.decode import DeadLetter, decode_event
 from engine.nba.customer import EXPLICIT_REWARD
+from engine.nba.records import Served
 from pulse.keys import RedisKeys
 
 # The profile hash field with the live decision (dataflows/nba_step.py NBA_FIELD).
 NBA_FIELD = "nba"
 
 
-class _Live(msgspec.Struct, frozen=True):
-    """What a read needs of the stored Decision (engine/nba/records.py); the rest is skipped."""
-
-    decision_id: str
-    action: str
-    at: float
-    expires_at: float
-    params: dict[str, Any] = {}
-
-
-_live = msgspec.json.Decoder(_Live)
+_live = msgspec.json.Decoder(Served)
 _reward = msgspec.json.Decoder(schemas.DecisionReward)
 _json = msgspec.json.Encoder()
 

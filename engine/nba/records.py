@@ -106,6 +106,28 @@ class Outcome(
 Effect = Decision | Outcome
 
 
+class Served(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What the API serves of a customer's live decision: the website's part of a
+    ``Decision`` (the whole record, features and all, is on the nba topic; in
+    Redis, beside every profile, it would weigh half as much as the profile)."""
+
+    decision_id: str
+    action: str
+    at: float
+    expires_at: float
+    params: dict[str, Any] = {}
+
+
+def served(decision: Decision) -> Served:
+    return Served(
+        decision_id=decision.decision_id,
+        action=decision.action,
+        at=decision.at,
+        expires_at=decision.expires_at,
+        params=decision.params,
+    )
+
+
 def decision_id(customer_id: str, origin: str) -> str:
     """Unique while origins are unique per customer (event ids are: duplicates are dropped)."""
     digest = hashlib.blake2b(f"nba\x1f{customer_id}\x1f{origin}".encode(), digest_size=16)

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from dataflows.nba_step import NBA_FIELD, RedisNbaSink
-from engine.nba.records import Decision, Outcome
+from engine.nba.records import Decision, Outcome, served
 from pulse.keys import RedisKeys
 from pulse.settings import Settings, load_settings
 from tests.helpers import consume, value_of
@@ -95,7 +95,14 @@ def test_the_sink_serves_the_latest_decision_only_on_an_existing_profile(
     ghost = _decision("gone", "d3", NOW)  # no profile: erased, or handed over
     sink.write_batch([("nba:0", [first, settled, second, ghost])])
     served = msgspec.json.decode(raw_redis.hget(keys.profile("ann"), NBA_FIELD) or b"")
-    assert served["type"] == "decision" and served["decision_id"] == "d2"
+    # The website's part of the decision; the whole record is on the nba topic.
+    assert served == {
+        "decision_id": "d2",
+        "action": "bundle",
+        "at": NOW,
+        "expires_at": NOW + 3600,
+        "params": {"percent": 10, "min_cart": 20.0},
+    }
     assert raw_redis.hget(keys.profile("ann"), "view") == b"\x80"  # the view is left alone
     assert not raw_redis.exists(keys.profile("gone"))
     # Every decision whose window is open can be rewarded, until its window ends.
@@ -130,7 +137,7 @@ def test_without_a_live_decision_the_answer_is_the_control_action(
     api: TestClient, keys: RedisKeys, raw_redis: redis.Redis, customer: str
 ) -> None:
     old = _decision("expired", "d-old", NOW - 7200)  # window ended an hour ago
-    raw_redis.hset(keys.profile("expired"), NBA_FIELD, msgspec.json.encode(old))
+    raw_redis.hset(keys.profile("expired"), NBA_FIELD, msgspec.json.encode(served(old)))
     response = api.get(f"/v1/customers/{customer}/next-action", headers=_bearer(READ))
     assert response.status_code == 200, response.text
     assert response.json() == {
