@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from dataflows.nba_step import NBA_FIELD, RedisNbaSink
 from engine.nba.records import Decision, Outcome, served
+from engine.profile import ProfileView, encode_view
 from pulse.keys import RedisKeys
 from pulse.settings import Settings, load_settings
 from tests.helpers import consume, value_of
@@ -222,3 +223,14 @@ def test_an_unknown_or_expired_decision_is_404(api: TestClient) -> None:
     assert response.headers["content-type"] == "application/problem+json"
     assert "decision_id" in response.json()["detail"]
     assert api.post("/v1/decisions/no-such/reward").status_code == 401
+
+
+def test_an_erasure_takes_the_live_decision_and_its_reward_key(
+    api: TestClient, sink: Any, keys: RedisKeys, raw_redis: redis.Redis
+) -> None:
+    raw_redis.hset(keys.profile("eve"), "view", encode_view(ProfileView(customer_id="eve")))
+    sink.write_batch([("nba:0", [_decision("eve", "d-eve", NOW)])])
+    assert raw_redis.get(keys.nba_decision("d-eve")) == b"eve"
+    response = api.delete("/v1/customers/eve", headers=_bearer(READ))
+    assert response.status_code == 202, response.text
+    assert not raw_redis.exists(keys.profile("eve"), keys.nba_decision("d-eve"))
