@@ -12,11 +12,13 @@ from typing import Any
 import msgspec
 import pytest
 
+from dataflows.metrics import FlowMetrics
 from dataflows.nba_inputs import CustomerSide, applied
 from dataflows.nba_step import PolicyLogic, shard_key
 from dataflows.run import build_actions
 from engine import events as ev
 from engine.customer import Engine
+from engine.nba.policy import NextBestAction
 from engine.nba.records import Context, Decision, Outcome, Signal
 from pulse.rules_files import RulesFileError, load_action_book
 from pulse.settings import load_settings
@@ -109,3 +111,37 @@ def test_a_broken_actions_file_stops_the_start_and_none_turns_nba_off(tmp_path: 
     (tmp_path / "actions.yaml").write_text(broken)
     with pytest.raises(RulesFileError, match=r"actions.yaml:2:\d+: `policy.exploration`"):
         build_actions(settings)
+
+
+def counted(metrics: FlowMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in metrics.registry.collect()
+        for s in f.samples
+        if s.name.startswith("pulse_flow_nba") and s.name.endswith("_total")
+    }
+
+
+def test_the_metrics_count_decisions_outcomes_and_rewards_per_action() -> None:
+    metrics = FlowMetrics()
+    the_book = book(window="1h")
+    policy = NextBestAction(the_book)
+    effects = policy.handle([context("a", T0, "a1"), signal("a", T0 + 1, 1.0)])
+    metrics.nba(effects)  # off: nothing counted
+    assert counted(metrics) == {}
+    metrics.enabled = True
+    metrics.nba(effects)
+    samples = counted(metrics)
+    decision, outcome = effects
+    assert isinstance(decision, Decision) and isinstance(outcome, Outcome)
+    how = "explored" if decision.explored else "model"
+    assert (
+        samples[("pulse_flow_nba_decisions_total", (("action", decision.action), ("how", how)))]
+        == 1
+    )
+    group = (("action", decision.action), ("group", "policy"))
+    assert (
+        samples[("pulse_flow_nba_outcomes_total", (*group[:1], group[1], ("reason", "converted")))]
+        == 1
+    )
+    assert samples[("pulse_flow_nba_reward_total", group)] == outcome.reward
