@@ -49,13 +49,10 @@ class RedisKeys:
     def also_bought(self, sku: str) -> str:
         return f"{self.prefix}:item:{{{sku}}}:also"
 
-    def nba(self, customer_id: str) -> str:
-        """The customer's live next-best-action decision (engine/nba/records.py
-        ``Decision``, JSON), expiring when its window ends."""
-        return f"{self.prefix}:{{{customer_id}}}:nba"
-
     def nba_decision(self, decision_id: str) -> str:
-        """A decision's customer, for reward calls; expires with its window."""
+        """A next-best-action decision's customer, for reward calls; expires with
+        its window. (The customer's live decision is the profile hash's ``nba``
+        field, dataflows/nba_step.py.)"""
         return f"{self.prefix}:nba:decision:{decision_id}"
 
     def caught_up(self) -> str:
