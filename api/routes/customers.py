@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from api import auth, deps, ingest, schemas
 from api.problems import problem, unavailable
 from api.producer import AckProducer, KafkaUnavailable
+from api.routes.next_action import NBA_FIELD
 from engine.control import encode_control
 from engine.nba.records import Served
 from engine.privacy import EraseCustomer
@@ -137,7 +138,7 @@ async def erase_customer(
         return unavailable(str(exc))
     # The live next-best-action decision's reward key names the customer too
     # (dataflows/nba_step.py); earlier decisions' keys run out with their windows.
-    live = await redis.hget(keys.profile(customer_id), "nba")
+    live = await redis.hget(keys.profile(customer_id), NBA_FIELD)
     doomed = [keys.profile(customer_id), keys.inbox(customer_id)]
     if isinstance(live, bytes):
         with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
