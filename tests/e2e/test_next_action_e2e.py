@@ -35,9 +35,7 @@ def _next(settings: Settings, customer: str) -> dict[str, Any]:
 
 
 def _nba_records(settings: Settings, expected: int) -> list[dict[str, Any]]:
-    return [
-        orjson.loads(value_of(m)) for m in consume(settings, settings.nba_topic, expected, 10)
-    ]
+    return [orjson.loads(value_of(m)) for m in consume(settings, settings.nba_topic, expected, 10)]
 
 
 def test_a_shopper_gets_a_decision_rewards_it_and_the_outcome_is_logged(stack: Settings) -> None:
