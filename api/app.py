@@ -1,5 +1,5 @@
 """FastAPI application factory: collector (Pulse and Segment formats), profiles,
-recommendations, health and metrics; API keys; problem+json errors; the OpenAPI
+recommendations, next-best-action, health and metrics; API keys; problem+json errors; the OpenAPI
 document."""
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ from api.routes import (
     health,
     links,
     metrics,
+    next_action,
     recommendations,
     rules,
     segment,
 )
 from api.scores import ScoreCache
 from pulse.keys import RedisKeys
-from pulse.rules_files import load_rfm
+from pulse.rules_files import RulesFileError, load_action_book, load_rfm
 from pulse.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.rejections = Rejections(settings, app.state.producer, app.state.metrics.registry)
         app.state.rfm_bands = rfm_bands
         app.state.scores = ScoreCache(settings.score_settings()) if settings.scores else None
+        app.state.nba_control = nba_control
         if keyring.open:
             log.warning("no write_keys or read_keys: the API is open to anyone (development mode)")
         log.info("api ready: events to %s, profiles from %s", settings.events_topic, settings.redis)
@@ -58,6 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     keyring = KeyRing(settings.write_keys, settings.read_keys)
     rfm_bands = load_rfm(settings.rules_dir)  # fails at start-up, not per request
+    nba_control = _control_action(settings)
     app = FastAPI(
         title="Pulse",
         version="0.1.0",
@@ -69,10 +72,25 @@ def create_app(settings: Settings) -> FastAPI:
     problems.install(app)
     for module in (events, segment, customers, recommendations, rules, links, health, metrics):
         app.include_router(module.router)
+    app.include_router(next_action.read_router)
+    app.include_router(next_action.reward_router)
     # Times every request, 404s and errors included (api/metrics.py).
     app.add_middleware(RequestTimer, metrics=app.state.metrics)
     _publish_schemas(app, documented_auth=not keyring.open)
     return app
+
+
+def _control_action(settings: Settings) -> str:
+    """What next-action answers without a live decision: actions.yaml's control
+    (``nothing`` without the file). An invalid file stops the start, as it
+    stops the dataflow's."""
+    loaded = load_action_book(settings.rules_dir)
+    if loaded is None:
+        return "nothing"
+    if loaded.book is None:
+        problems = "\n".join(f"  {p}" for p in loaded.problems)
+        raise RulesFileError(f"actions.yaml in {settings.rules_dir} has problems:\n{problems}")
+    return loaded.book.control
 
 
 def _publish_schemas(app: FastAPI, *, documented_auth: bool) -> None:

@@ -127,6 +127,35 @@ class SimilarItems(Struct, frozen=True, kw_only=True):
     strategy: Literal["related", "popular in category", "popular"]
 
 
+class NextAction(Struct, frozen=True, kw_only=True):
+    """What to show the customer now (docs/next-best-action.md). Without a live
+    decision (none made, or its window is over, or an unknown customer): the
+    control action, with no decision id."""
+
+    customer_id: str
+    action: str
+    decision_id: str | None  # for POST /v1/decisions/{decision_id}/reward
+    params: dict[str, Any]  # the action's params from actions.yaml (percent: 10, ...)
+    decided_at: float | None  # event time of the decision, epoch seconds
+    expires_at: float | None  # rewards count, and the decision stands, until then
+
+
+class DecisionReward(Struct, frozen=True, forbid_unknown_fields=True):
+    """An explicit reward for a decision: how much the website's goal was met, 0 to 1."""
+
+    value: Annotated[float, Meta(ge=0.0, le=1.0)] = 1.0
+
+
+class RewardAccepted(Struct, frozen=True, kw_only=True):
+    """The reward is on the events topic, as a ``decision_reward`` custom event
+    with a fixed id: sending it again is a duplicate the engine drops."""
+
+    status: Literal["accepted"]
+    decision_id: str
+    event_id: str
+    value: float
+
+
 # Requests --------------------------------------------------------------------
 
 
@@ -362,6 +391,9 @@ def _components() -> dict[str, Any]:
         Profile,
         Recommendations,
         SimilarItems,
+        NextAction,
+        DecisionReward,
+        RewardAccepted,
         ErasureAccepted,
         CustomerExport,
         Inbox,

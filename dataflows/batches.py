@@ -35,6 +35,7 @@ from engine.customer import Forwarded, SegmentsChanged
 from engine.decode import DeadLetter, decode_event
 from engine.events import Alias
 from engine.identity import Link, ToCustomer
+from engine.nba.records import Input
 from engine.popularity import ItemSignal
 from engine.recs.relations import PairSignal
 from engine.scores.labels import Example
@@ -110,6 +111,7 @@ class Outputs:
         "examples",
         "features",
         "items",
+        "nba",
         "rerouted",
         "segments",
         "signals",
@@ -128,6 +130,7 @@ class Outputs:
         self.signals: list[ItemSignal | PairSignal] = []  # to the items' step
         # What an alias of two known customers sends back to Kafka (engine/identity.py).
         self.rerouted: list[Forwarded | CustomerMerged] = []
+        self.nba: list[Input] = []  # to the next-best-action policy (dataflows/nba_step.py)
 
 
 def gather(batch: list[tuple[str, StepOut]]) -> list[Outputs]:
@@ -140,6 +143,8 @@ def gather(batch: list[tuple[str, StepOut]]) -> list[Outputs]:
             out.items.update(step.items)
         if step.features:
             out.features.update(step.features)
+        if step.nba:
+            out.nba += step.nba
         for effect in step.effects:
             if isinstance(effect, ItemSignal | PairSignal):
                 out.signals.append(effect)
@@ -161,6 +166,7 @@ def gather(batch: list[tuple[str, StepOut]]) -> list[Outputs]:
         or out.triggers
         or out.rerouted
         or out.examples
+        or out.nba
     ):
         return []
     return [out]

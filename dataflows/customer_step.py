@@ -20,12 +20,14 @@ from typing import Any, Generic, TypeVar
 
 from bytewax.operators import StatefulBatchLogic
 
+from dataflows.nba_inputs import CustomerSide, applied
 from dataflows.stream_clock import StreamClock
 from engine import identity
 from engine.customer import Effect, Engine, ProfileChanged, ProfileRemoved
 from engine.decode import decode_event
 from engine.events import BaseEvent
 from engine.identity import Link, ToCustomer, decode_anonymous, encode_anonymous
+from engine.nba.records import Input
 from engine.privacy import EraseAnonymous
 from engine.profile import (
     STATE_VERSION,
@@ -111,7 +113,7 @@ class StepOut:
     """What a state step's key did with one batch: its effects in order, less the
     profile changes, which collapse into the view of the last state."""
 
-    __slots__ = ("_changed", "effects", "features", "forward", "items", "views")
+    __slots__ = ("_changed", "effects", "features", "forward", "items", "nba", "views")
 
     def __init__(self) -> None:
         self.effects: list[Effect] = []
@@ -122,6 +124,8 @@ class StepOut:
         # customer key -> the score models' features as of the last event, encoded
         self.features: dict[str, bytes] = {}
         self.forward: list[Stamped[ToCustomer]] = []  # anonymous ids: on to a customer
+        # Next-best-action inputs, in the order of the events (dataflows/nba_inputs.py).
+        self.nba: list[Input] = []
         self._changed: dict[str, CustomerState] = {}
 
     def add(self, effects: Iterable[Any]) -> None:
@@ -146,7 +150,7 @@ class StepOut:
             if state.scores is not None:  # scored (known customers, scores on)
                 at = state.last_seen
                 self.features[key] = encode_features(at, features(state, at))
-        if self.views or self.effects or self.forward:
+        if self.views or self.effects or self.forward or self.nba:
             return [self]
         return []
 
@@ -198,14 +202,23 @@ def _observe(clock: StreamClock, values: list[Stamped[Any]]) -> None:
 
 
 class CustomerLogic(StatefulBatchLogic[Stamped[ToCustomer], StepOut, bytes]):
-    """A known customer's state: merges anonymous profiles, applies events."""
+    """A known customer's state: merges anonymous profiles, applies events.
+
+    With next-best-action on (``nba``), each event applied gives the policy
+    what it needs of the profile just updated (dataflows/nba_inputs.py)."""
 
     def __init__(
-        self, engine: Engine, clock: StreamClock, snapshot: bytes | None, recovery: bool = True
+        self,
+        engine: Engine,
+        clock: StreamClock,
+        snapshot: bytes | None,
+        recovery: bool = True,
+        nba: CustomerSide | None = None,
     ) -> None:
         self._engine = engine
         self._clock = clock
         self._recovery = recovery
+        self._nba = nba
         self._state = decode_state(_bytes(snapshot)) if snapshot is not None else None
         self._wake = WakeUp()
 
@@ -213,6 +226,7 @@ class CustomerLogic(StatefulBatchLogic[Stamped[ToCustomer], StepOut, bytes]):
         _observe(self._clock, values)
         out = StepOut()
         engine = self._engine
+        nba = self._nba
         for value in values:
             item = value.item
             if item.erase_at is not None:
@@ -227,6 +241,8 @@ class CustomerLogic(StatefulBatchLogic[Stamped[ToCustomer], StepOut, bytes]):
             if item.event is not None:
                 self._state, effects = engine.apply(self._state, item.event)
                 out.add(effects)
+                if nba is not None and applied(effects):
+                    out.nba += nba.inputs(self._state, item.event)
         return out.seal(), StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[StepOut], bool]:
@@ -260,17 +276,24 @@ class AnonymousLogic(StatefulBatchLogic[Stamped[AnonymousInput], StepOut, bytes]
     """An anonymous id's state: its own profile until identified, then an alias."""
 
     def __init__(
-        self, engine: Engine, clock: StreamClock, snapshot: bytes | None, recovery: bool = True
+        self,
+        engine: Engine,
+        clock: StreamClock,
+        snapshot: bytes | None,
+        recovery: bool = True,
+        nba: CustomerSide | None = None,
     ) -> None:
         self._engine = engine
         self._clock = clock
         self._recovery = recovery
+        self._nba = nba
         self._state = decode_anonymous(_bytes(snapshot)) if snapshot is not None else None
         self._wake = WakeUp()
 
     def on_batch(self, values: list[Stamped[AnonymousInput]]) -> tuple[Iterable[StepOut], bool]:
         _observe(self._clock, values)
         out = StepOut()
+        nba = self._nba
         for value in values:
             self._state, results = identity.resolve(self._engine, self._state, value.item)
             effects: list[Effect] = []
@@ -281,6 +304,12 @@ class AnonymousLogic(StatefulBatchLogic[Stamped[AnonymousInput], StepOut, bytes]
                 else:
                     effects.append(result)
             out.add(effects)
+            # An anonymous shopper's own profile (until identified) gets decisions too.
+            item = value.item
+            profile = self._state.profile
+            if nba is not None and profile is not None and applied(effects):
+                assert isinstance(item, BaseEvent)  # only events change the profile
+                out.nba += nba.inputs(profile, item)
         return out.seal(), StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[StepOut], bool]:

@@ -15,6 +15,13 @@
   ``pulse_flow_model_examples_total{model}``: per batch of labelled examples,
   the time the score models took to test and learn them, and how many
   (dataflows/score_models.py).
+- ``pulse_flow_nba_decisions_total{action,how}``: next-best-action decisions
+  made by the policies of this process, ``how`` = ``model`` (the bandit's
+  best), ``explored``, ``holdout`` or ``forced`` (only the control eligible).
+- ``pulse_flow_nba_outcomes_total{action,reason,group}`` and
+  ``pulse_flow_nba_reward_total{action,group}``: decisions settled and the
+  reward they earned (after the action's weight), ``group`` = ``holdout`` or
+  ``policy``: reward per outcome of the two groups is the policy's lift.
 
 The hot path pays per batch, never per event: the sink that already counts
 batches for ``pulse status`` (dataflows/progress_sink.py) adds the count and
@@ -35,6 +42,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from engine.nba.records import Decision, Effect
 from pulse.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -78,6 +86,24 @@ class FlowMetrics:
             "pulse_flow_model_examples",
             "Labelled examples the models learned",
             ["model"],
+            registry=self.registry,
+        )
+        self.nba_decisions = Counter(
+            "pulse_flow_nba_decisions",
+            "Next-best-action decisions, by action and how it was chosen",
+            ["action", "how"],
+            registry=self.registry,
+        )
+        self.nba_outcomes = Counter(
+            "pulse_flow_nba_outcomes",
+            "Next-best-action decisions settled, by action, reason and group",
+            ["action", "reason", "group"],
+            registry=self.registry,
+        )
+        self.nba_reward = Counter(
+            "pulse_flow_nba_reward",
+            "Reward earned by settled next-best-action decisions (after the action's weight)",
+            ["action", "group"],
             registry=self.registry,
         )
         self._workers: dict[int, Counter] = {}
@@ -128,6 +154,28 @@ class FlowMetrics:
             return
         self.model_update_seconds.labels(model).observe(seconds)
         self.model_examples.labels(model).inc(examples)
+
+    def nba(self, effects: list[Effect]) -> None:
+        """A policy's decisions and outcomes (dataflows/nba_step.py)."""
+        if not self.enabled:
+            return
+        for effect in effects:
+            if isinstance(effect, Decision):
+                how = (
+                    "holdout"
+                    if effect.holdout
+                    else "forced"
+                    if effect.forced
+                    else "explored"
+                    if effect.explored
+                    else "model"
+                )
+                self.nba_decisions.labels(effect.action, how).inc()
+            else:
+                group = "holdout" if effect.holdout else "policy"
+                self.nba_outcomes.labels(effect.action, effect.reason, group).inc()
+                if effect.reward:
+                    self.nba_reward.labels(effect.action, group).inc(effect.reward)
 
 
 class PartitionLag(Collector):

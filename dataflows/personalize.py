@@ -14,6 +14,9 @@
                                           -> rule_stats (per rule) -> Redis
                                           -> item_popularity (per item) -> Redis
                                           -> score_models (one key: labels) -> Redis
+                                          -> next_best_action (per shard, with
+                                             actions.yaml: dataflows/nba_step.py)
+                                             -> nba_out (Kafka), nba_serving (Redis)
 
 Every step between the state steps handles a whole batch in one call (Bytewax's
 ``flat_map_batch``), and the state steps get each key's share of a batch in
@@ -54,6 +57,8 @@ from dataflows.kafka_io import (
     trigger_message,
 )
 from dataflows.metrics import FLOW_METRICS
+from dataflows.nba_inputs import CustomerSide
+from dataflows.nba_step import PolicyLogic, RedisNbaSink, nba_records, shard_key
 from dataflows.progress_sink import RedisProgressSink
 from dataflows.redis_sink import RedisProfileSink
 from dataflows.rule_stats import RedisRuleStatsSink, RuleCountsLogic
@@ -63,6 +68,8 @@ from engine.control import CustomerMerged
 from engine.customer import Engine
 from engine.decode import DeadLetter
 from engine.identity import ToCustomer, control_inputs
+from engine.nba.book import ActionBook
+from engine.nba.records import Input
 from engine.popularity import ItemSignal
 from engine.privacy import EraseCustomer
 from engine.recs.relations import PairSignal
@@ -78,12 +85,14 @@ def build_flow(
     flow_id: str = "pulse",
     layout: FlowLayout | None = None,
     recovery: bool = True,
+    actions: ActionBook | None = None,
 ) -> Dataflow:
     """The flow around an engine (rules and loyalty loaded by the caller, see
     dataflows/run.py) and the process's stream clock; ``layout``: how many
     workers the flow has in all (one by default) and where its stateful steps
     note when they want to wake (the stream clock's). Without ``recovery``
-    the customer states skip encoding the snapshots nobody will read."""
+    the customer states skip encoding the snapshots nobody will read. With
+    ``actions`` (rules/actions.yaml) the flow makes next-best-action decisions."""
     keys = RedisKeys(settings.redis_prefix)
     layout = layout or FlowLayout(wakeups=clock.wakeups)
 
@@ -117,18 +126,20 @@ def build_flow(
     erasures = op.flat_map("erasure_inputs", control_split.trues, _erasure_inputs)
     erase_split = op.branch("erase_where", erasures, lambda kv: isinstance(kv[1].item, ToCustomer))
 
+    nba = CustomerSide(actions, engine) if actions is not None else None
+
     # Identity (engine/identity.py): anonymous-only events, and links from
     # events carrying both ids, pass the anonymous id's state first.
     identities: Stream[Keyed] = op.stateful_batch(
         "resolve_identity",
         op.merge("to_anonymous", anonymous, erase_split.falses),
-        lambda state: AnonymousLogic(engine, clock, state, recovery),
+        lambda state: AnonymousLogic(engine, clock, state, recovery, nba),
     )
     forwarded = op.flat_map_batch("linked_to_customer", identities, _forwarded)
     customers: Stream[Keyed] = op.stateful_batch(
         "customer_state",
         op.merge("to_customers", direct, forwarded, erase_split.trues),
-        lambda state: CustomerLogic(engine, clock, state, recovery),
+        lambda state: CustomerLogic(engine, clock, state, recovery, nba),
     )
     outputs: Stream[Outputs] = op.flat_map_batch(
         "gather", op.merge("all_effects", identities, customers), _gather
@@ -167,6 +178,22 @@ def build_flow(
             lambda state: ScoreModelLogic(scores, state),
         )
         op.output("models_out", models, RedisModelSink(settings.redis, keys))
+    if actions is not None:
+        by_shard = op.flat_map_batch(
+            "key_by_shard", outputs, partial(_by_shard, settings.nba_shards)
+        )
+        effects: Stream[tuple[str, list[Any]]] = op.stateful_batch(
+            "next_best_action",
+            by_shard,
+            lambda state: PolicyLogic(actions, clock, state, recovery),
+        )
+        kafka_output(
+            settings,
+            layout,
+            "nba_out",
+            op.flat_map_batch("nba_records", effects, partial(nba_records, settings)),
+        )
+        op.output("nba_serving", effects, RedisNbaSink(settings.redis, keys))
     return flow
 
 
@@ -233,6 +260,19 @@ def _by_model(batch: list[Outputs]) -> list[Keyed]:
     """A batch's labelled examples, as one item for the one model key."""
     examples = [e for out in batch for e in out.examples]
     return [(MODEL_KEY, examples)] if examples else []
+
+
+def _by_shard(shards: int, batch: list[Outputs]) -> list[Keyed]:
+    """A batch's next-best-action inputs, one list per policy shard, each
+    customer's in the order of their events."""
+    if shards == 1:
+        inputs = [i for out in batch for i in out.nba]
+        return [("nba:0", inputs)] if inputs else []
+    grouped: dict[str, list[Input]] = {}
+    for out in batch:
+        for item in out.nba:
+            grouped.setdefault(shard_key(item.customer_id, shards), []).append(item)
+    return list(grouped.items())
 
 
 def _by_item(batch: list[Outputs]) -> list[Keyed]:

@@ -20,10 +20,11 @@ from dataflows.personalize import build_flow
 from dataflows.rule_registry import RuleRegistry
 from dataflows.stream_clock import PartitionTime, StreamClock
 from engine.customer import Engine
+from engine.nba.book import ActionBook
 from engine.profile import STATE_VERSION
 from engine.rules.ruleset import RuleBook
 from pulse.keys import RedisKeys
-from pulse.rules_files import RulesFileError, load_loyalty, load_rules
+from pulse.rules_files import RulesFileError, load_action_book, load_loyalty, load_rules
 from pulse.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,27 @@ def build_engine(settings: Settings) -> Engine:
     )
 
 
+def build_actions(settings: Settings) -> ActionBook | None:
+    """Next-best-action's ``actions.yaml`` from ``rules_dir``, or None without
+    one (no decisions are made). Like an invalid rule, an invalid file stops
+    the start with every problem listed."""
+    loaded = load_action_book(settings.rules_dir)
+    if loaded is None:
+        log.info("no actions.yaml in %s: next-best-action off", settings.rules_dir)
+        return None
+    if loaded.book is None:
+        problems = "\n".join(f"  {p}" for p in loaded.problems)
+        raise RulesFileError(f"actions.yaml in {settings.rules_dir} has problems:\n{problems}")
+    book = loaded.book
+    log.info(
+        "next-best-action: %d action(s), context version %s, %d shard(s)",
+        len(book.actions),
+        book.version,
+        settings.nba_shards,
+    )
+    return book
+
+
 def run(
     settings: Settings,
     *,
@@ -106,6 +128,7 @@ def run(
     addresses: list[str] | None = None,
 ) -> None:
     engine = build_engine(settings)
+    actions = build_actions(settings)
     partition_time = PartitionTime(settings.event_lateness_s)
     clock = StreamClock(
         settings.event_lateness_s,
@@ -120,7 +143,13 @@ def run(
     # dataflows/kafka_io.py), and where its steps note when they want to wake.
     layout = FlowLayout(settings.workers * max(1, len(addresses or [])), clock.wakeups)
     flow = build_flow(
-        settings, engine, clock, partition_time, layout=layout, recovery=recovery_dir is not None
+        settings,
+        engine,
+        clock,
+        partition_time,
+        layout=layout,
+        recovery=recovery_dir is not None,
+        actions=actions,
     )
     recovery = None
     if recovery_dir is not None:

@@ -53,6 +53,12 @@ class RedisKeys:
     def also_bought(self, sku: str) -> str:
         return f"{self.prefix}:item:{{{sku}}}:also"
 
+    def nba_decision(self, decision_id: str) -> str:
+        """A next-best-action decision's customer, for reward calls; expires with
+        its window. (The customer's live decision is the profile hash's ``nba``
+        field, dataflows/nba_step.py.)"""
+        return f"{self.prefix}:nba:decision:{decision_id}"
+
     def caught_up(self) -> str:
         """Input partitions read to their end: "<topic>:<partition>" -> JSON [at, yes]."""
         return f"{self.prefix}:dataflow:caught_up"

@@ -98,11 +98,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     churn_days: float = 90.0
     clv_days: float = 365.0
 
-    # Marketers' files: trigger rules, policy.yaml, loyalty.yaml, rfm.yaml.
+    # Marketers' files: trigger rules, policy.yaml, loyalty.yaml, rfm.yaml,
+    # actions.yaml (next-best-action, docs/next-best-action.md).
     rules_dir: str = str(PROJECT_ROOT / "rules")
     # A deployed rule version applies to events this long after `pulse rules
     # deploy` published it, so every worker has it before the stream gets there.
     rules_activation_s: float = 2.0
+    # Next-best-action policies: customers are split over this many (hash of
+    # the customer id), each learning from its share; 1: one policy learns
+    # from everyone (docs/next-best-action.md, "Policy state and workers").
+    nba_shards: int = 1
     # Events may arrive this much out of time order within a partition; pending
     # rule actions fire once the stream is this far past their due time.
     event_lateness_s: float = 2.0
@@ -194,6 +199,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             "local_redis_port",
             "dispatch_max_attempts",
             "breaker_failures",
+            "nba_shards",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name}: must be at least 1, got {getattr(self, name)}")
@@ -347,6 +353,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return self.topic("decisions")
 
     @property
+    def nba_topic(self) -> str:
+        """Next-best-action decisions and outcomes, as they are made and settled."""
+        return self.topic("nba")
+
+    @property
     def all_topics(self) -> tuple[str, ...]:
         return (
             self.events_topic,
@@ -355,6 +366,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             self.triggers_dlq_topic,
             self.control_topic,
             self.decisions_topic,
+            self.nba_topic,
         )
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from datetime import UTC, datetime
@@ -15,8 +16,10 @@ from fastapi.responses import Response
 from api import auth, deps, ingest, schemas
 from api.problems import problem, unavailable
 from api.producer import AckProducer, KafkaUnavailable
+from api.routes.next_action import NBA_FIELD
 from api.scores import ScoreCache
 from engine.control import encode_control
+from engine.nba.records import Served
 from engine.privacy import EraseCustomer
 from engine.profile import ProfileView, decode_view
 from engine.rfm import RfmBands, rfm
@@ -45,6 +48,7 @@ async def load_inbox(
 
 
 _inbox_message = msgspec.json.Decoder(schemas.InboxMessage).decode
+_served = msgspec.json.Decoder(Served).decode
 _json = msgspec.json.Encoder()
 
 
@@ -142,7 +146,14 @@ async def erase_customer(
         await producer.send(settings.control_topic, customer_id.encode(), encode_control(request))
     except KafkaUnavailable as exc:
         return unavailable(str(exc))
-    await redis.delete(keys.profile(customer_id), keys.inbox(customer_id))
+    # The live next-best-action decision's reward key names the customer too
+    # (dataflows/nba_step.py); earlier decisions' keys run out with their windows.
+    live = await redis.hget(keys.profile(customer_id), NBA_FIELD)
+    doomed = [keys.profile(customer_id), keys.inbox(customer_id)]
+    if isinstance(live, bytes):
+        with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+            doomed.append(keys.nba_decision(_served(live).decision_id))
+    await redis.delete(*doomed)
     body = schemas.ErasureAccepted(
         "erasure requested", customer_id, request.request_id, list(anonymous_ids)
     )

@@ -75,9 +75,14 @@ class NextBestAction:
 
     def handle(self, inputs: Iterable[Input]) -> list[Effect]:
         out: list[Effect] = []
+        ledger = self.ledger
         for item in inputs:
             if item.at > self.clock:
-                out += self.advance(item.at)
+                # advance(item.at), without its list when nothing is due (most inputs)
+                self.clock = item.at
+                due = ledger.next_deadline()
+                if due is not None and due <= item.at:
+                    out += [self._settle(p, p.deadline, "expired") for p in ledger.due(item.at)]
             if isinstance(item, Signal):
                 out += self._credit(item)
             else:
@@ -111,9 +116,6 @@ class NextBestAction:
 
     def _decide(self, ctx: Context) -> list[Effect]:
         book = self.book
-        did = decision_id(ctx.customer_id, ctx.origin)
-        if self.ledger.get(did) is not None:
-            return []  # the same input again
         out: list[Effect] = []
         live = self.ledger.live(ctx.customer_id)
         if live is not None:
@@ -121,7 +123,11 @@ class NextBestAction:
                 return []  # older than the live decision: it knows more
             stands = ctx.at < live.deadline and live.action in ctx.eligible
             if stands and not (live.forced and len(ctx.eligible) > 1):
-                return []
+                return []  # the common case, so the id is worked out only past it
+        did = decision_id(ctx.customer_id, ctx.origin)
+        if self.ledger.get(did) is not None:
+            return []  # the same input again (a customer's only pending one is the live one)
+        if live is not None:
             out.append(self._settle(live, ctx.at, "superseded"))
         eligible = ctx.eligible or (book.control,)
         holdout = book.holdout > 0 and holdout_bucket(ctx.customer_id, HOLDOUT_KEY) < book.holdout

@@ -53,8 +53,16 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 Input = Context | Signal
 
 
-class Decision(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """One choice for one customer: logged on the decisions topic and served by the API."""
+class Decision(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    omit_defaults=True,
+    tag_field="type",
+    tag="decision",
+):
+    """One choice for one customer: logged on the nba topic and served by the API.
+    Encoded with ``"type": "decision"`` (the topic holds outcomes too)."""
 
     decision_id: str
     customer_id: str
@@ -73,8 +81,15 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     features: dict[str, float] = {}
 
 
-class Outcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """What a decision earned, once it can earn no more."""
+class Outcome(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    omit_defaults=True,
+    tag_field="type",
+    tag="outcome",
+):
+    """What a decision earned, once it can earn no more (``"type": "outcome"``)."""
 
     decision_id: str
     customer_id: str
@@ -89,6 +104,28 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 Effect = Decision | Outcome
+
+
+class Served(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What the API serves of a customer's live decision: the website's part of a
+    ``Decision`` (the whole record, features and all, is on the nba topic; in
+    Redis, beside every profile, it would weigh half as much as the profile)."""
+
+    decision_id: str
+    action: str
+    at: float
+    expires_at: float
+    params: dict[str, Any] = {}
+
+
+def served(decision: Decision) -> Served:
+    return Served(
+        decision_id=decision.decision_id,
+        action=decision.action,
+        at=decision.at,
+        expires_at=decision.expires_at,
+        params=decision.params,
+    )
 
 
 def decision_id(customer_id: str, origin: str) -> str:

@@ -77,6 +77,9 @@ def test_sigkill_at_random_points_loses_nothing_and_counts_nothing_twice(
         actual = redis_state(crashed, client)
         assert len(expected) > 1000
         assert any(key.startswith("rule:") for key in expected), "rule counts are compared too"
+        served = [key for key, value in expected.items() if key.endswith(":profile")]
+        live = [key for key in served if b"nba" in dict(expected[key])]
+        assert len(live) > 1000, "live next-best-action decisions are compared too"
         assert compare(expected, actual) == []
         # Pending waits were in the state at the kills: none lost, none doubled.
         triggers = topic_records(reference, reference.triggers_topic)
@@ -90,6 +93,12 @@ def test_sigkill_at_random_points_loses_nothing_and_counts_nothing_twice(
             compare_records("decisions", decisions, topic_records(crashed, crashed.decisions_topic))
             == []
         )
+        # Next-best-action: the same decisions (ids, actions, propensities) and
+        # the same outcomes, though one policy learns from every customer and
+        # the crashes cut the stream into other batches.
+        nba = topic_records(reference, reference.nba_topic)
+        assert len(nba) > 1000
+        assert compare_records("nba", nba, topic_records(crashed, crashed.nba_topic)) == []
     finally:
         _cleanup(reference)
         _cleanup(crashed)

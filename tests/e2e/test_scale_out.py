@@ -51,6 +51,11 @@ def test_two_processes_over_four_partitions_equal_one_process(
             compare_records("triggers", triggers, topic_records(cluster, cluster.triggers_topic))
             == []
         )
+        # One next-best-action policy, on whichever worker holds its shard,
+        # decides and learns alike from the inputs of both processes.
+        nba = topic_records(single, single.nba_topic)
+        assert len(nba) > 1000
+        assert compare_records("nba", nba, topic_records(cluster, cluster.nba_topic)) == []
     finally:
         _cleanup(single)
         _cleanup(cluster)

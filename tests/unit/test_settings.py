@@ -78,6 +78,7 @@ def test_derived_names_use_the_prefixes(tmp_path: Path) -> None:
     assert settings.triggers_topic == "t1.triggers"
     assert settings.triggers_dlq_topic == "t1.triggers.dlq"
     assert settings.control_topic == "t1.control"
+    assert settings.nba_topic == "t1.nba"
     assert set(settings.all_topics) == {
         "t1.events",
         "t1.events.dlq",
@@ -85,6 +86,7 @@ def test_derived_names_use_the_prefixes(tmp_path: Path) -> None:
         "t1.triggers.dlq",
         "t1.control",
         "t1.decisions",
+        "t1.nba",
     }
     assert settings.effective_recovery_dir == tmp_path / "recovery" / "t1"
     explicit = load_settings(environ={"PULSE_RECOVERY_DIR": str(tmp_path / "r")})
