@@ -350,6 +350,12 @@ _profile(
     "viewed SKUs, most recent first",
     lambda s: [v.sku for v in s.state.recently_viewed],
 )
+_profile(
+    "recently_viewed_count",
+    INT,
+    "how many SKUs recently_viewed holds: size() without handing CEL the list",
+    lambda s: len(s.state.recently_viewed),
+)
 _profile("timezone", STRING, "the customer's time zone (else the policy's)", lambda s: str(s.zone))
 _profile(
     "anonymous",
