@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pulse import services
+from pulse.demo_live import show_live_shopper
 from pulse.keys import RedisKeys
 from pulse.rules_files import copy_with_waits
 from pulse.sample_stream import shopper_events
@@ -133,6 +134,7 @@ def run_demo(settings: Settings, *, customers: int, rate: float, config: str | N
     )
     procs = _Processes(settings, config, log_dir)
     arrivals: list[Arrival] = []
+    live = False
     watching = threading.Event()
     try:
         procs.start("dataflow", "run")
@@ -162,6 +164,9 @@ def run_demo(settings: Settings, *, customers: int, rate: float, config: str | N
         time.sleep(1.0)  # the last deliveries
         watching.set()
         _show_results(settings, sent, arrivals, smtp)
+        live = show_live_shopper(
+            lambda method, path, body: _request(settings, method, path, body), console
+        )
         console.print(f"demo ready in {time.monotonic() - started_at:.1f} s")
         base = f"http://{settings.api_host}:{settings.api_port}"
         console.print(
@@ -185,7 +190,7 @@ def run_demo(settings: Settings, *, customers: int, rate: float, config: str | N
             "dataflow, API and dispatcher stopped; Kafka and Redis keep running "
             "(`pulse services down` stops them)"
         )
-    return 0 if arrivals else 1
+    return 0 if arrivals and live else 1
 
 
 # A demo-only rule, so the demo has a webhook to deliver.
