@@ -1,6 +1,6 @@
 """FastAPI application factory: collector (Pulse and Segment formats), profiles,
 recommendations, health and metrics; API keys; problem+json errors; the OpenAPI
-document."""
+document; the web console under /console (api/console/)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
-from api import problems, schemas
+from api import console, problems, schemas
 from api.auth import KeyRing
 from api.ingest import Collector
 from api.metrics import ApiMetrics, RequestTimer
@@ -47,14 +47,16 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.rfm_bands = rfm_bands
         if keyring.open:
             log.warning("no write_keys or read_keys: the API is open to anyone (development mode)")
+        await console.start(app, app.state.console)
         log.info("api ready: events to %s, profiles from %s", settings.events_topic, settings.redis)
         try:
             yield
         finally:
+            await console.stop(app.state.console)
             app.state.producer.close()
             await app.state.redis.aclose()
 
-    keyring = KeyRing(settings.write_keys, settings.read_keys)
+    keyring = KeyRing(settings.write_keys, settings.read_keys, settings.admin_keys)
     rfm_bands = load_rfm(settings.rules_dir)  # fails at start-up, not per request
     app = FastAPI(
         title="Pulse",
@@ -67,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
     problems.install(app)
     for module in (events, segment, customers, recommendations, rules, links, health, metrics):
         app.include_router(module.router)
+    console.install(app, settings, keyring)
     # Times every request, 404s and errors included (api/metrics.py).
     app.add_middleware(RequestTimer, metrics=app.state.metrics)
     _publish_schemas(app, documented_auth=not keyring.open)

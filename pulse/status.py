@@ -66,28 +66,43 @@ def _watermarks(settings: Settings, topic: str, group: str | None) -> list[Parti
         }
     )
     try:
-        metadata = consumer.list_topics(topic, timeout=5)
-        found = metadata.topics.get(topic)
-        if found is None or found.error is not None or not found.partitions:
-            raise KafkaException(f"topic {topic} does not exist (`pulse services up` creates it)")
-        partitions = sorted(found.partitions)
-        committed: dict[int, int] = {}
-        if group is not None and partitions:
-            for tp in consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=5):
-                if tp.offset >= 0:
-                    committed[tp.partition] = tp.offset
-        rows = []
-        for p in partitions:
-            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
-            rows.append(PartitionLag(topic, p, high, committed.get(p)))
-        return rows
+        return watermarks(consumer, topic, committed=group is not None)
     finally:
         consumer.close()
 
 
-def _worker_counters(client: redis.Redis, keys: RedisKeys) -> dict[str, dict[str, float]]:
+def watermarks(consumer: Consumer, topic: str, *, committed: bool) -> list[PartitionLag]:
+    """Each partition's end, and with ``committed`` the consumer's group position.
+
+    Takes the consumer so a long-lived reader (the console) asks on one
+    connection instead of opening one per look."""
+    metadata = consumer.list_topics(topic, timeout=5)
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        raise KafkaException(f"topic {topic} does not exist (`pulse services up` creates it)")
+    partitions = sorted(found.partitions)
+    positions: dict[int, int] = {}
+    if committed and partitions:
+        for tp in consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=5):
+            if tp.offset >= 0:
+                positions[tp.partition] = tp.offset
+    rows = []
+    for p in partitions:
+        _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
+        rows.append(PartitionLag(topic, p, high, positions.get(p)))
+    return rows
+
+
+def worker_counters(client: redis.Redis, keys: RedisKeys) -> dict[str, dict[str, float]]:
+    """Each dataflow worker's published counters: processed, started_at, at."""
     raw: dict[bytes, bytes] = client.hgetall(keys.workers())  # type: ignore[assignment]
     return {k.decode(): orjson.loads(v) for k, v in raw.items()}
+
+
+def positions(client: redis.Redis, keys: RedisKeys) -> dict[str, int]:
+    """The dataflow's input positions, ``"<topic>:<partition>"`` -> next offset."""
+    raw: dict[bytes, bytes] = client.hgetall(keys.progress())  # type: ignore[assignment]
+    return {k.decode(): int(v) for k, v in raw.items()}
 
 
 def rule_status(
@@ -127,15 +142,14 @@ def collect(settings: Settings, sample_s: float = 1.0) -> PipelineStatus:
     keys = RedisKeys(settings.redis_prefix)
     client: redis.Redis = redis.Redis.from_url(settings.redis, socket_timeout=2)
     try:
-        raw: dict[bytes, bytes] = client.hgetall(keys.progress())  # type: ignore[assignment]
-        positions = {k.decode(): int(v) for k, v in raw.items()}
-        before = _worker_counters(client, keys)
+        read = positions(client, keys)
+        before = worker_counters(client, keys)
         time.sleep(sample_s)
-        after = _worker_counters(client, keys)
+        after = worker_counters(client, keys)
         status.rules, status.rule_stats = rule_status(client, keys)
     except redis.RedisError as exc:
         status.errors.append(f"redis: {exc}")
-        positions, before, after = {}, {}, {}
+        read, before, after = {}, {}, {}
     status.workers = len(after)
     status.processed = int(sum(w["processed"] for w in after.values()))
     if after:
@@ -148,7 +162,7 @@ def collect(settings: Settings, sample_s: float = 1.0) -> PipelineStatus:
     try:
         status.dataflow = _watermarks(settings, settings.events_topic, None)
         for row in status.dataflow:
-            row.position = positions.get(f"{row.topic}:{row.partition}")
+            row.position = read.get(f"{row.topic}:{row.partition}")
         status.dispatcher = _watermarks(
             settings, settings.triggers_topic, f"{settings.consumer_group_prefix}.dispatch"
         )
