@@ -3,7 +3,8 @@
 The same sources as ``pulse status`` (pulse/status.py): the dataflow's input
 positions and worker counters in Redis, the topics' watermarks and the
 dispatcher group's committed offsets in Kafka, each rule's decision counts in
-Redis. Deliveries by channel and outcome come from the dispatcher's own
+Redis (those of the live rule set's rules, read by name: see
+``rule_counts``). Deliveries by channel and outcome come from the dispatcher's own
 Prometheus endpoint (``dispatch_metrics_port``), the dead letters from the two
 dead-letter topics (the newest records' ``pulse.reason`` header).
 
@@ -18,6 +19,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +29,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pulse.keys import RedisKeys
 from pulse.settings import Settings
-from pulse.status import PartitionLag, positions, rule_status, watermarks, worker_counters
+from pulse.status import (
+    PartitionLag,
+    loaded_rules,
+    positions,
+    rule_counts,
+    watermarks,
+    worker_counters,
+)
 
 NEWEST_REASONS = 5
 
@@ -72,8 +81,14 @@ class Reading:
 class PipelineReader:
     """Blocking reads of the pipeline's state; thread-safe, cached for ``max_age_s``."""
 
-    def __init__(self, settings: Settings, max_age_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        rule_ids: Callable[[], Iterable[str]],
+        max_age_s: float = 1.0,
+    ) -> None:
         self._settings = settings
+        self._rule_ids = rule_ids
         self._keys = RedisKeys(settings.redis_prefix)
         self._max_age_s = max_age_s
         self._lock = threading.Lock()
@@ -112,7 +127,8 @@ class PipelineReader:
             counters = worker_counters(self._redis, self._keys)
             reading.workers = len(counters)
             reading.processed = int(sum(w["processed"] for w in counters.values()))
-            reading.rules, reading.rule_stats = rule_status(self._redis, self._keys)
+            reading.rules = loaded_rules(self._redis, self._keys)
+            reading.rule_stats = rule_counts(self._redis, self._keys, self._rule_ids())
         except redis.RedisError as exc:
             reading.errors.append(f"redis: {exc}")
         try:

@@ -88,6 +88,10 @@ class LiveRules:
             self._cached = (end, found)
             return found
 
+    def rule_ids(self) -> list[str]:
+        """The ids of the live set's rules (file names: a rule's id is its file's)."""
+        return [name.removesuffix(".yaml") for name in self.live().files if name != POLICY]
+
     def forget(self) -> None:
         with self._lock:
             self._cached = None

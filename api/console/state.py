@@ -46,12 +46,13 @@ def make(settings: Settings, sessions: Sessions) -> Console:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["ago"] = _ago
     templates.env.filters["utc"] = _utc
+    rules = LiveRules(settings)
     return Console(
         settings=settings,
         sessions=sessions,
         templates=templates,
-        pipeline=PipelineReader(settings),
-        rules=LiveRules(settings),
+        pipeline=PipelineReader(settings, rules.rule_ids),
+        rules=rules,
         tail=TopicTail(settings),
         keys=RedisKeys(settings.redis_prefix),
         sync_redis=redis.Redis.from_url(settings.redis, socket_timeout=2),
