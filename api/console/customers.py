@@ -170,7 +170,7 @@ def _event(raw: bytes) -> Happening:
     kind = str(data.get("type", "?"))
     detail = ", ".join(
         f"{k} {data[k]}"
-        for k in ("sku", "order_id", "total", "query", "category", "channel", "rule_id")
+        for k in ("sku", "order_id", "total", "query", "category", "message_channel", "rule_id")
         if data.get(k) not in (None, "")
     )
     return Happening(_time(data.get("timestamp")), "event", kind, detail)

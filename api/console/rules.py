@@ -154,7 +154,9 @@ def describe_trigger(trigger: Any) -> str:
     parts = []
     for key in ("event", "inactive_for", "attribute", "date"):
         if key in trigger:
-            parts.append(f"{key}: {trigger[key]}")
+            value = trigger[key]
+            shown = " or ".join(map(str, value)) if isinstance(value, list) else str(value)
+            parts.append(f"{key}: {shown}")
     if "wait" in trigger:
         parts.append(f"wait {trigger['wait']}")
     return ", ".join(parts) or "-"
