@@ -62,6 +62,7 @@ class Reading:
     rules: dict[str, Any] | None = None
     rule_stats: dict[str, dict[str, int]] = field(default_factory=dict)
     deliveries: dict[tuple[str, str], float] | None = None  # (channel, outcome) -> count
+    rule_deliveries: dict[str, dict[str, float]] = field(default_factory=dict)  # rule -> outcome
     deliveries_note: str = ""
     dead_letters: list[DeadLetters] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -145,7 +146,7 @@ class PipelineReader:
             ]
         except KafkaException as exc:
             reading.errors.append(f"kafka: {exc}")
-        reading.deliveries, reading.deliveries_note = self._deliveries()
+        reading.deliveries, reading.rule_deliveries, reading.deliveries_note = self._deliveries()
         return reading
 
     def _consumers(self) -> tuple[Consumer, Consumer]:
@@ -173,25 +174,34 @@ class PipelineReader:
         self._dlq_cache[topic] = (records, newest)
         return DeadLetters(topic, records, newest)
 
-    def _deliveries(self) -> tuple[dict[tuple[str, str], float] | None, str]:
+    def _deliveries(
+        self,
+    ) -> tuple[dict[tuple[str, str], float] | None, dict[str, dict[str, float]], str]:
+        """By channel and outcome, and by rule, from the dispatcher's metrics."""
         port = self._settings.dispatch_metrics_port
         if not port:
-            return None, "the dispatcher exports them on dispatch_metrics_port, which is 0 (off)"
+            note = "the dispatcher exports them on dispatch_metrics_port, which is 0 (off)"
+            return None, {}, note
         url = f"http://{self._settings.api_host}:{port}/metrics"
         try:
             with urllib.request.urlopen(url, timeout=0.5) as response:
                 text = response.read().decode()
         except OSError as exc:
-            return None, f"the dispatcher's metrics at {url} did not answer ({exc})"
+            return None, {}, f"the dispatcher's metrics at {url} did not answer ({exc})"
         counts: dict[tuple[str, str], float] = {}
+        by_rule: dict[str, dict[str, float]] = {}
         for family in text_string_to_metric_families(text):
-            if family.name != "pulse_dispatch_deliveries":
-                continue
             for sample in family.samples:
-                if sample.name.endswith("_total"):
+                if not sample.name.endswith("_total"):
+                    continue
+                if family.name == "pulse_dispatch_deliveries":
                     key = (sample.labels["channel"], sample.labels["outcome"])
                     counts[key] = counts.get(key, 0.0) + sample.value
-        return counts, f"from {url}"
+                elif family.name == "pulse_dispatch_rule_deliveries":
+                    outcomes = by_rule.setdefault(sample.labels["rule"], {})
+                    outcome = sample.labels["outcome"]
+                    outcomes[outcome] = outcomes.get(outcome, 0.0) + sample.value
+        return counts, by_rule, f"from {url}, since the dispatcher started"
 
 
 def _config(settings: Settings, group: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from api.console import rules
+from api.console.pipeline import Reading
 from api.console.rules import LiveSet, RuleRow
 from api.console.session import Viewer
 from api.console.state import Console
@@ -27,10 +28,10 @@ router = APIRouter()
 WINDOWS = {"15": "15 minutes", "60": "1 hour", "360": "6 hours", "1440": "1 day", "10080": "7 days"}
 
 
-def _rows(console: Console) -> tuple[LiveSet, list[RuleRow], dict[str, object] | None]:
+def _rows(console: Console) -> tuple[LiveSet, list[RuleRow], Reading]:
     live = console.rules.live()
     reading = console.pipeline.read()
-    return live, rules.rows(live, reading.rule_stats), reading.rules
+    return live, rules.rows(live, reading.rule_stats), reading
 
 
 def _find(console: Console, rule_id: str) -> tuple[LiveSet, RuleRow]:
@@ -43,8 +44,8 @@ def _find(console: Console, rule_id: str) -> tuple[LiveSet, RuleRow]:
 
 @router.get("/rules", response_class=HTMLResponse)
 async def rules_list(request: Request, console: Con, viewer: Seen) -> HTMLResponse:
-    live, found, running = await asyncio.to_thread(_rows, console)
-    return render(request, console, "rules.html", viewer, live=live, rows=found, running=running)
+    live, found, reading = await asyncio.to_thread(_rows, console)
+    return render(request, console, "rules.html", viewer, live=live, rows=found, r=reading)
 
 
 @router.get("/rules/{rule_id}", response_class=HTMLResponse)

@@ -252,6 +252,9 @@ def test_overview_loads_with_live_numbers(stack: Settings, browser: Any) -> None
     shot(page, "overview")
     page.goto(f"{base(stack)}/console/rules")
     assert "abandoned_cart" in page.inner_text("#rules")
+    # The welcome message went out (the dispatcher's log channel): delivered 1, failed 0.
+    welcome = page.locator("#rules tr", has_text="welcome").inner_text()
+    assert "1 / 0" in welcome, welcome
     shot(page, "rules")
 
 
