@@ -7,6 +7,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 from fastapi import FastAPI
@@ -46,6 +47,8 @@ def make(settings: Settings, sessions: Sessions) -> Console:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["ago"] = _ago
     templates.env.filters["utc"] = _utc
+    # A customer id in a URL path: every reserved character escaped, "/" too.
+    templates.env.filters["segment"] = lambda value: quote(str(value), safe="")
     rules = LiveRules(settings)
     return Console(
         settings=settings,
