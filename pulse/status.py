@@ -72,24 +72,27 @@ def _watermarks(settings: Settings, topic: str, group: str | None) -> list[Parti
         consumer.close()
 
 
-def watermarks(consumer: Consumer, topic: str, *, committed: bool) -> list[PartitionLag]:
+def watermarks(
+    consumer: Consumer, topic: str, *, committed: bool, timeout_s: float = 5.0
+) -> list[PartitionLag]:
     """Each partition's end, and with ``committed`` the consumer's group position.
 
     Takes the consumer so a long-lived reader (the console) asks on one
     connection instead of opening one per look."""
-    metadata = consumer.list_topics(topic, timeout=5)
+    metadata = consumer.list_topics(topic, timeout=timeout_s)
     found = metadata.topics.get(topic)
     if found is None or found.error is not None or not found.partitions:
         raise KafkaException(f"topic {topic} does not exist (`pulse services up` creates it)")
     partitions = sorted(found.partitions)
     positions: dict[int, int] = {}
     if committed and partitions:
-        for tp in consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=5):
+        tps = [TopicPartition(topic, p) for p in partitions]
+        for tp in consumer.committed(tps, timeout=timeout_s):
             if tp.offset >= 0:
                 positions[tp.partition] = tp.offset
     rows = []
     for p in partitions:
-        _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
+        _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
         rows.append(PartitionLag(topic, p, high, positions.get(p)))
     return rows
 

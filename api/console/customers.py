@@ -112,11 +112,16 @@ class TopicTail:
         found.items.sort(key=lambda h: -h.at)
         return found
 
-    def close(self) -> None:
-        with self._lock:
+    def close(self, wait_s: float = 0.5) -> None:
+        """As ``PipelineReader.close``: not while a read still holds the consumer."""
+        if not self._lock.acquire(timeout=wait_s):
+            return
+        try:
             if self._consumer is not None:
                 self._consumer.close()
                 self._consumer = None
+        finally:
+            self._lock.release()
 
     def _tail(
         self, topic: str, keys: set[bytes], timeout_s: float = 1.0
@@ -132,12 +137,12 @@ class TopicTail:
                 }
             )
         consumer = self._consumer
-        metadata = consumer.list_topics(topic, timeout=5).topics.get(topic)
+        metadata = consumer.list_topics(topic, timeout=2).topics.get(topic)
         if metadata is None or metadata.error is not None:
             return [], 0
         starts, remaining = [], {}
         for p in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=2)
             if high > low:
                 start = max(low, high - TAIL)
                 starts.append(TopicPartition(topic, p, start))

@@ -103,10 +103,12 @@ def series(history: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def sample_forever(take: Callable[[], bool], interval_s: float = INTERVAL_S) -> None:
-    """The API's background sampler: ``take`` (blocking) every interval, in a thread."""
+    """The API's background sampler: ``take`` (blocking) every interval, in a
+    thread; the first one an interval after start-up, so a short-lived app
+    (a test, a crash loop) does not pay for it."""
     while True:
+        await asyncio.sleep(interval_s)
         try:
             await asyncio.to_thread(take)
         except Exception as exc:  # a dashboard sample must never take the API down
             log.warning("console sample failed: %s", exc)
-        await asyncio.sleep(interval_s)

@@ -39,6 +39,8 @@ from pulse.status import (
 )
 
 NEWEST_REASONS = 5
+# A page waits this long for Kafka at most per call, not status.py's 5 s.
+KAFKA_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -109,13 +111,19 @@ class PipelineReader:
             self._last = reading
             return reading
 
-    def close(self) -> None:
-        with self._lock:
+    def close(self, wait_s: float = 0.5) -> None:
+        """Close the clients, unless a reading still holds them (Kafka down: its
+        calls time out on their own; the process is ending anyway)."""
+        if not self._lock.acquire(timeout=wait_s):
+            return
+        try:
             for consumer in (self._plain, self._dispatch_group):
                 if consumer is not None:
                     consumer.close()
             self._plain = self._dispatch_group = None
             self._redis.close()
+        finally:
+            self._lock.release()
 
     # -- the sources -----------------------------------------------------------------
 
@@ -134,11 +142,12 @@ class PipelineReader:
             reading.errors.append(f"redis: {exc}")
         try:
             plain, group = self._consumers()
-            reading.dataflow = watermarks(plain, s.events_topic, committed=False)
+            wait = KAFKA_TIMEOUT_S
+            reading.dataflow = watermarks(plain, s.events_topic, committed=False, timeout_s=wait)
             for row in reading.dataflow:
                 row.position = read.get(f"{row.topic}:{row.partition}")
             reading.events_in = sum(r.high_watermark for r in reading.dataflow)
-            reading.dispatcher = watermarks(group, s.triggers_topic, committed=True)
+            reading.dispatcher = watermarks(group, s.triggers_topic, committed=True, timeout_s=wait)
             reading.triggers = sum(r.high_watermark for r in reading.dispatcher)
             reading.dead_letters = [
                 self._dead_letters(plain, s.events_dlq_topic),
@@ -162,10 +171,13 @@ class PipelineReader:
     def _dead_letters(self, consumer: Consumer, topic: str) -> DeadLetters:
         """The topic's size, and the reasons of its newest records (read only
         when the size changed since the last look)."""
-        ends = {}
-        for row in watermarks(consumer, topic, committed=False):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, row.partition), 5)
-            ends[row.partition] = (low, high)
+        metadata = consumer.list_topics(topic, timeout=KAFKA_TIMEOUT_S).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return DeadLetters(topic)
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), KAFKA_TIMEOUT_S)
+            for p in metadata.partitions
+        }
         records = sum(high - low for low, high in ends.values())
         cached = self._dlq_cache.get(topic)
         if cached is not None and cached[0] == records:

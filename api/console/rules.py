@@ -96,11 +96,16 @@ class LiveRules:
         with self._lock:
             self._cached = None
 
-    def close(self) -> None:
-        with self._lock:
+    def close(self, wait_s: float = 0.5) -> None:
+        """As ``PipelineReader.close``: not while a read still holds the consumer."""
+        if not self._lock.acquire(timeout=wait_s):
+            return
+        try:
             if self._consumer is not None:
                 self._consumer.close()
                 self._consumer = None
+        finally:
+            self._lock.release()
 
     def _control_end(self) -> int:
         topic = self._settings.control_topic
@@ -108,11 +113,11 @@ class LiveRules:
             self._consumer = Consumer(
                 {"bootstrap.servers": self._settings.kafka, "group.id": "pulse-console-rules"}
             )
-        metadata = self._consumer.list_topics(topic, timeout=5).topics.get(topic)
+        metadata = self._consumer.list_topics(topic, timeout=2).topics.get(topic)
         if metadata is None or metadata.error is not None:
             return 0
         return sum(
-            self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
+            self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=2)[1]
             for p in metadata.partitions
         )
 
