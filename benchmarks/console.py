@@ -31,7 +31,7 @@ from pulse.rules_files import rule_files
 from pulse.settings import Settings
 
 ADMIN_KEY = "bench-admin-key"
-TAIL_RECORDS = 20_000  # per topic: more than the console's tail reads (2,000 a partition)
+TAIL_RECORDS = 20_000  # per topic: more than the console's tail reads (1,000 a partition)
 
 PAGES = {
     # Pages that poll share one pipeline reading per second: spaced 1.1 s apart,

@@ -57,19 +57,21 @@ async def customer(request: Request, console: Con, viewer: Seen, customer_id: st
         optional["next_action"] = f"{base}/next-action"
     if api.has(SCORES):
         optional["scores"] = f"{base}/scores"
+    status, profile = await api.get(f"{base}/profile")
+    if status != 200:
+        profile = None
+    aliases = list(profile.get("anonymous_ids", [])) if profile else []
     paths = {
-        "profile": f"{base}/profile",
         "recommendations": f"{base}/recommendations?k=10",
         "inbox": f"{base}/inbox",
         **optional,
     }
-    answers = await asyncio.gather(*(api.get(p) for p in paths.values()))
+    # The timeline (Kafka, in a thread) and the API's routes at the same time.
+    timeline_read = asyncio.to_thread(console.tail.timeline, customer_id, aliases)
+    timeline, *answers = await asyncio.gather(timeline_read, *(api.get(p) for p in paths.values()))
     got: dict[str, Any] = {}
     for name, (status, body) in zip(paths, answers, strict=True):
         got[name] = body if status == 200 else None
-    profile = got["profile"]
-    aliases = list(profile.get("anonymous_ids", [])) if profile else []
-    timeline = await asyncio.to_thread(console.tail.timeline, customer_id, aliases)
     scores = got.get("scores") or (profile.get("scores") if profile else None)
     return render(
         request,

@@ -29,7 +29,7 @@ from fastapi import FastAPI
 
 from pulse.settings import Settings
 
-TAIL = 2000  # newest records read per partition for a timeline
+TAIL = 1000  # newest records read per partition for a timeline
 NEXT_ACTION = "/v1/customers/{customer_id}/next-action"
 SCORES = "/v1/customers/{customer_id}/scores"
 
@@ -97,16 +97,12 @@ class TopicTail:
 
     def timeline(self, customer_id: str, aliases: list[str]) -> Timeline:
         keys = {customer_id.encode(), *(f"anon:{a}".encode() for a in aliases)}
+        parsers = {self._settings.events_topic: _event, self._settings.decisions_topic: _decision}
         found = Timeline()
         with self._lock:
             try:
-                for topic, parse in (
-                    (self._settings.events_topic, _event),
-                    (self._settings.decisions_topic, _decision),
-                ):
-                    matches, scanned = self._tail(topic, keys)
-                    found.scanned += scanned
-                    found.items += [parse(value) for value in matches]
+                matches, found.scanned = self._tail(list(parsers), keys)
+                found.items = [parsers[topic](value) for topic, value in matches]
             except Exception as exc:  # Kafka down: the rest of the page still shows
                 found.error = str(exc)
         found.items.sort(key=lambda h: -h.at)
@@ -124,9 +120,10 @@ class TopicTail:
             self._lock.release()
 
     def _tail(
-        self, topic: str, keys: set[bytes], timeout_s: float = 1.0
-    ) -> tuple[list[bytes], int]:
-        """This customer's records among the newest ``TAIL`` of each partition."""
+        self, topics: list[str], keys: set[bytes], timeout_s: float = 1.0
+    ) -> tuple[list[tuple[str, bytes]], int]:
+        """This customer's records among the newest ``TAIL`` of each partition of
+        the topics, read together: one assignment, so the fetches overlap."""
         if self._consumer is None:
             self._consumer = Consumer(
                 {
@@ -137,34 +134,34 @@ class TopicTail:
                 }
             )
         consumer = self._consumer
-        metadata = consumer.list_topics(topic, timeout=2).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            return [], 0
         starts, remaining = [], {}
-        for p in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=2)
-            if high > low:
-                start = max(low, high - TAIL)
-                starts.append(TopicPartition(topic, p, start))
-                remaining[p] = high - start
+        for topic in topics:
+            metadata = consumer.list_topics(topic, timeout=2).topics.get(topic)
+            if metadata is None or metadata.error is not None:
+                continue
+            for p in metadata.partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=2)
+                if high > low:
+                    start = max(low, high - TAIL)
+                    starts.append(TopicPartition(topic, p, start))
+                    remaining[(topic, p)] = high - start
         if not starts:
             return [], 0
-        out: list[bytes] = []
+        out: list[tuple[str, bytes]] = []
         scanned = 0
         consumer.assign(starts)
         try:
             deadline = time.monotonic() + timeout_s
             while any(n > 0 for n in remaining.values()) and time.monotonic() < deadline:
-                batch = consumer.consume(1000, 0.05)
-                for msg in batch:
-                    partition = msg.partition()
-                    if msg.error() is not None or partition is None:
+                for msg in consumer.consume(1000, 0.05):
+                    name, partition = msg.topic(), msg.partition()
+                    if msg.error() is not None or name is None or partition is None:
                         continue
-                    remaining[partition] -= 1
+                    remaining[(name, partition)] -= 1
                     scanned += 1
                     value = msg.value()
                     if msg.key() in keys and value is not None:
-                        out.append(value)
+                        out.append((name, value))
         finally:
             consumer.unassign()
         return out, scanned
