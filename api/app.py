@@ -1,6 +1,6 @@
 """FastAPI application factory: collector (Pulse and Segment formats), profiles,
 recommendations, next-best-action, health and metrics; API keys; problem+json errors; the OpenAPI
-document."""
+document; the web console under /console (api/console/)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
-from api import problems, schemas
+from api import console, problems, schemas
 from api.auth import KeyRing
 from api.ingest import Collector
 from api.metrics import ApiMetrics, RequestTimer
@@ -51,14 +51,16 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.nba_control = nba_control
         if keyring.open:
             log.warning("no write_keys or read_keys: the API is open to anyone (development mode)")
+        await console.start(app, app.state.console)
         log.info("api ready: events to %s, profiles from %s", settings.events_topic, settings.redis)
         try:
             yield
         finally:
+            await console.stop(app.state.console)
             app.state.producer.close()
             await app.state.redis.aclose()
 
-    keyring = KeyRing(settings.write_keys, settings.read_keys)
+    keyring = KeyRing(settings.write_keys, settings.read_keys, settings.admin_keys)
     rfm_bands = load_rfm(settings.rules_dir)  # fails at start-up, not per request
     nba_control = _control_action(settings)
     app = FastAPI(
@@ -74,6 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     app.include_router(next_action.read_router)
     app.include_router(next_action.reward_router)
+    console.install(app, settings, keyring)
     # Times every request, 404s and errors included (api/metrics.py).
     app.add_middleware(RequestTimer, metrics=app.state.metrics)
     _publish_schemas(app, documented_auth=not keyring.open)

@@ -1,6 +1,9 @@
 """API keys with roles, as FastAPI dependencies.
 
-Write keys may only ingest; read keys may do everything (read and ingest).
+Write keys may only ingest; read keys may do everything (read and ingest);
+admin keys may do what read keys do, and the console's deploy and erase
+buttons on top (api/console/): an action that changes what customers receive
+or deletes their data asks for more than the key a dashboard is opened with.
 A key is presented as the HTTP Basic user name (Segment's convention, empty
 password) or as ``Authorization: Bearer <key>``; the Segment endpoints also take
 the ``writeKey`` body field. With no keys configured at all the API is open
@@ -23,7 +26,10 @@ from api import deps
 from api.ingest import Collector
 from api.problems import ProblemError
 
-Role = Literal["write", "read"]
+Role = Literal["write", "read", "admin"]
+
+# Higher ranks may do everything lower ones may.
+RANK: dict[str, int] = {"write": 0, "read": 1, "admin": 2}
 
 CHALLENGE = 'Basic realm="pulse", Bearer realm="pulse"'
 
@@ -31,8 +37,14 @@ CHALLENGE = 'Basic realm="pulse", Bearer realm="pulse"'
 class KeyRing:
     """The configured keys; compares in constant time against every one of them."""
 
-    def __init__(self, write_keys: tuple[str, ...], read_keys: tuple[str, ...]) -> None:
-        self._keys: list[tuple[bytes, Role]] = [(k.encode(), "read") for k in read_keys]
+    def __init__(
+        self,
+        write_keys: tuple[str, ...],
+        read_keys: tuple[str, ...],
+        admin_keys: tuple[str, ...] = (),
+    ) -> None:
+        self._keys: list[tuple[bytes, Role]] = [(k.encode(), "admin") for k in admin_keys]
+        self._keys += [(k.encode(), "read") for k in read_keys]
         self._keys += [(k.encode(), "write") for k in write_keys]
 
     @property
@@ -45,7 +57,9 @@ class KeyRing:
         found: Role | None = None
         for secret, role in self._keys:
             # No early exit: the time taken does not tell which key matched.
-            if hmac.compare_digest(presented, secret) and found != "read":
+            if hmac.compare_digest(presented, secret) and (
+                found is None or RANK[role] > RANK[found]
+            ):
                 found = role
         return found
 
@@ -97,7 +111,7 @@ def _check(keyring: KeyRing, key: str | None, needed: Role) -> None:
     role = keyring.role(key)
     if role is None:
         raise _unauthorized("the API key is not valid")
-    if needed == "read" and role != "read":
+    if RANK[role] < RANK[needed]:
         raise ProblemError(
             403, "forbidden", "this endpoint needs a read key; a write key only ingests"
         )

@@ -28,6 +28,10 @@ middleware's own cost is measured in-process too.
     python -m benchmarks.api [--servers uvicorn,granian] [--rates 1000,2000]
         [--endpoints profile,recommendations,events] [--seconds 15] [--warmup 2]
         [--customers 100000] [--items 10000] [--connections 64]
+    python -m benchmarks.api --console 50 --console-only   # console pages' render time
+
+``--console N`` also times every console page N times, one request at a time,
+on the same seeded Redis with the shipped rules (benchmarks/console.py).
 
 Run it with the services up (``pulse services up``); it uses its own topic and
 key prefix and removes its keys and topics afterwards. On a shared machine run
@@ -59,6 +63,7 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.metrics import ApiMetrics, RequestTimer
+from benchmarks import console
 from benchmarks.common import (
     Flow,
     HttpConnection,
@@ -728,6 +733,16 @@ def main(argv: list[str] | None = None) -> int:
         help="run the API of this git revision instead of the working tree's (when "
         "others' unfinished changes are in it), checked out the same way",
     )
+    parser.add_argument(
+        "--console",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time every console page N times, one at a time (benchmarks/console.py)",
+    )
+    parser.add_argument(
+        "--console-only", action="store_true", help="with --console: skip the open-loop load"
+    )
     parser.add_argument("--name", default="api", help="results file benchmarks/results/NAME.json")
     args = parser.parse_args(argv)
     unknown = set(args.endpoints.split(",")) - set(ENDPOINTS)
@@ -742,13 +757,23 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     settings = bench_settings(
-        api_port=free_port(), read_keys=[READ_KEY], write_keys=[WRITE_KEY], log_level="WARNING"
+        api_port=free_port(),
+        read_keys=[READ_KEY],
+        write_keys=[WRITE_KEY],
+        admin_keys=[console.ADMIN_KEY],
+        log_level="WARNING",
     )
     log_dir = Path(load_settings().cache_dir) / "bench"
     points: list[dict[str, Any]] = []
+    pages: list[dict[str, Any]] = []
     try:
         print(f"seeding Redis (prefix {settings.redis_prefix}) ...", flush=True)
         seeded = seed(settings, args.customers, args.items)
+        if args.console:
+            print(f"console pages, {args.console} requests each ...", flush=True)
+            pages = console.time_pages(settings, args.customers, args.console, log_dir)
+        if args.console_only:
+            args.rounds, args.baseline = 0, None
         before = checkout(args.baseline) if args.baseline else None
         new = checkout(args.rev, role="new") if args.rev else None
         for flow in (before, new):
@@ -768,6 +793,23 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cleanup(settings)
 
+    if pages:
+        print_table(
+            f"console pages, server side (Server-Timing) and client side, ms; "
+            f"{args.customers:,} profiles, the shipped rules, {args.console} requests each",
+            ["page", "srv p50", "srv p95", "srv max", "client p50", "client p95"],
+            [
+                [
+                    r["page"],
+                    r["server_ms"]["p50"],
+                    r["server_ms"]["p95"],
+                    r["server_ms"]["max"],
+                    r["client_ms"]["p50"],
+                    r["client_ms"]["p95"],
+                ]
+                for r in pages
+            ],
+        )
     median = " (the median of the rounds)" if args.rounds > 1 else ""
     rows = [
         [
@@ -808,6 +850,7 @@ def main(argv: list[str] | None = None) -> int:
             "seeded": seeded,
             "middleware_us": overhead,
             "points": points,
+            "console": pages,
         },
     )
     print(f"\nwrote {path}")

@@ -35,6 +35,14 @@ class DispatchMetrics:
             ["channel", "outcome"],
             registry=self.registry,
         )
+        # Per rule as well, for the console's rules page (rules are tens, not
+        # thousands, so the label stays small).
+        self.rule_deliveries = Counter(
+            "pulse_dispatch_rule_deliveries",
+            "Triggers delivered or given up on, by rule and outcome (sent, failed)",
+            ["rule", "outcome"],
+            registry=self.registry,
+        )
         self.retries = Counter(
             "pulse_dispatch_retries",
             "Attempts that failed in a retriable way and were tried again, by channel",

@@ -500,6 +500,7 @@ class Dispatcher:
     ) -> None:
         self.metrics.delivery_seconds.labels(channel).observe(time.monotonic() - delivery.read_at)
         self.metrics.deliveries.labels(channel, outcome.status).inc()
+        self.metrics.rule_deliveries.labels(trigger.rule_id, outcome.status).inc()
         if outcome.status == "sent":
             self.redis.set(key, "sent", ex=_CLAIM_TTL_S)
             self.tally.add("delivered")

@@ -343,9 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "api",
         cmd_api,
-        "serve the HTTP API (collector, profiles, recommendations)",
+        "serve the HTTP API (collector, profiles, recommendations) and the console",
         "Serve the FastAPI app: POST /v1/events, GET /v1/customers/{id}/profile,\n"
-        "GET /v1/customers/{id}/recommendations, /healthz, /readyz, /metrics, /docs.\n"
+        "GET /v1/customers/{id}/recommendations, /healthz, /readyz, /metrics, /docs,\n"
+        "and the web console at /console (docs/console.md).\n"
         "On uvicorn (httptools, uvloop); --server granian to compare (dev dependency).",
     )
     p.add_argument("--host", help="bind address (default 127.0.0.1)")

@@ -9,6 +9,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -81,16 +82,21 @@ def run_demo(settings: Settings, *, customers: int, rate: float, config: str | N
     log_dir = Path(settings.cache_dir) / "demo"
     log_dir.mkdir(parents=True, exist_ok=True)
     console.rule("[bold]Pulse demo")
-    if not settings.write_keys or not settings.read_keys:
+    if not settings.write_keys or not settings.read_keys or not settings.admin_keys:
         # The demo runs the API as in production, with keys: its own, made now.
         settings = msgspec.structs.replace(
             settings,
             write_keys=settings.write_keys or (f"pk_write_{secrets.token_urlsafe(12)}",),
             read_keys=settings.read_keys or (f"pk_read_{secrets.token_urlsafe(12)}",),
+            admin_keys=settings.admin_keys or (f"pk_admin_{secrets.token_urlsafe(12)}",),
         )
+    if not settings.dispatch_metrics_port:
+        # The console's overview shows deliveries from the dispatcher's metrics.
+        settings = msgspec.structs.replace(settings, dispatch_metrics_port=_free_port())
     console.print(
         f"API keys for this demo: write key [bold]{settings.write_keys[0]}[/] (ingest only), "
-        f"read key [bold]{settings.read_keys[0]}[/]"
+        f"read key [bold]{settings.read_keys[0]}[/], "
+        f"admin key [bold]{settings.admin_keys[0]}[/] (the console's deploy and erase)"
     )
     console.print("starting Kafka and Redis (the first run downloads Kafka's jars once)...")
     started = services.up(settings)
@@ -148,6 +154,7 @@ def run_demo(settings: Settings, *, customers: int, rate: float, config: str | N
             f"dataflow, API (http://{settings.api_host}:{settings.api_port}/docs) "
             f"and dispatcher running; logs in {log_dir}"
         )
+        _announce_console(settings)
 
         # New shoppers on every run: the rules' limits (one welcome ever, one
         # cart reminder a day) would otherwise silence a second run.
@@ -172,10 +179,11 @@ def run_demo(settings: Settings, *, customers: int, rate: float, config: str | N
         console.print(
             f"try it: curl -u {settings.read_keys[0]}: {base}/v1/customers/c-{first:05d}/profile"
         )
+        _announce_console(settings)
         if sys.stdin.isatty():
             console.print(
-                f"everything keeps running: the API's documentation is at {base}/docs; "
-                "Ctrl-C stops it"
+                f"everything keeps running: the console is at {base}/console and the API's "
+                f"documentation at {base}/docs; Ctrl-C stops it"
             )
             while True:
                 procs.check()
@@ -191,6 +199,21 @@ def run_demo(settings: Settings, *, customers: int, rate: float, config: str | N
             "(`pulse services down` stops them)"
         )
     return 0 if arrivals and live else 1
+
+
+def _announce_console(settings: Settings) -> None:
+    url = f"http://{settings.api_host}:{settings.api_port}/console"
+    console.print(
+        f"[bold]console: {url}[/] (sign in with the admin key [bold]{settings.admin_keys[0]}[/], "
+        f"or the read key {settings.read_keys[0]} to view only)"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 # A demo-only rule, so the demo has a webhook to deliver.

@@ -70,3 +70,13 @@ class RedisKeys:
     def rule_stats(self, rule_id: str) -> str:
         """Decision counts of one rule: outcome[:reason] -> count (absolute values)."""
         return f"{self.prefix}:rule:{{{rule_id}}}:stats"
+
+    def console_samples(self) -> str:
+        """The console's pipeline samples (api/console/history.py): a sorted set
+        of JSON by time, the last hour; what "in the last hour" and its charts
+        are computed from."""
+        return f"{self.prefix}:console:samples"
+
+    def console_slot(self, slot: int) -> str:
+        """Claimed by the one API process that writes the sample of this slot."""
+        return f"{self.prefix}:console:slot:{slot}"

@@ -26,7 +26,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_KAFKA = "127.0.0.1:9092"
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 
-_SECRET_FIELDS = frozenset({"write_keys", "read_keys"})
+_SECRET_FIELDS = frozenset({"write_keys", "read_keys", "admin_keys"})
 _SECRET_STRINGS = (
     "webhook_secret",
     "smtp_password",
@@ -120,6 +120,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ack_timeout_s: float = 5.0
     write_keys: tuple[str, ...] = ()
     read_keys: tuple[str, ...] = ()
+    # Everything a read key may do, and the console's deploy and erase buttons.
+    admin_keys: tuple[str, ...] = ()
 
     # Dispatcher. "log": every trigger as a JSON line on stdout, whatever its
     # channel (development, the demo's console). "routed": each trigger to its
@@ -414,7 +416,7 @@ def _mask(secret: str) -> str:
 
 _LOCATED = re.compile(r" - at `\$\.([a-z_]+)[^`]*`$")
 _FIELDS = {f.name: f for f in msgspec.structs.fields(Settings)}
-_TUPLE_FIELDS = frozenset({"write_keys", "read_keys"})
+_TUPLE_FIELDS = frozenset({"write_keys", "read_keys", "admin_keys"})
 _JSON_FIELDS = frozenset({"webhook_endpoints"})
 
 

@@ -8,20 +8,16 @@ its topics and keys are removed afterwards.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
-from confluent_kafka.admin import AdminClient
 
 from pulse import services
-from pulse.services.kafka import ensure_topics
 from pulse.settings import Settings, load_settings
+from tests.helpers import isolated_settings
 
 
 @pytest.fixture(scope="session")
@@ -41,33 +37,8 @@ def live_services(base_settings: Settings) -> Settings:
 @pytest.fixture
 def pulse_settings(live_services: Settings, tmp_path: Path) -> Iterator[Settings]:
     """Settings isolated for one test: unique topics, keys, groups, recovery dir."""
-    tag = f"t{uuid.uuid4().hex[:10]}"
-    settings = load_settings(
-        environ={},
-        kafka_bootstrap=live_services.kafka_bootstrap,
-        redis_url=live_services.redis_url,
-        cache_dir=live_services.cache_dir,
-        local_kafka_port=live_services.local_kafka_port,
-        local_redis_port=live_services.local_redis_port,
-        topic_prefix=tag,
-        redis_prefix=tag,
-        consumer_group_prefix=tag,
-        partitions=2,
-        recovery_dir=str(tmp_path / "recovery"),
-        snapshot_interval_s=1.0,
-        redis_persistence=False,
-    )
-    ensure_topics(settings)
-    yield settings
-    admin = AdminClient({"bootstrap.servers": settings.kafka})
-    for fut in admin.delete_topics(list(settings.all_topics), operation_timeout=10).values():
-        with contextlib.suppress(Exception):  # already gone is fine
-            fut.result()
-    client: redis.Redis = redis.Redis.from_url(settings.redis)
-    keys: list[Any] = list(client.scan_iter(match=f"{tag}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    with isolated_settings(live_services, tmp_path / "recovery") as settings:
+        yield settings
 
 
 @pytest.fixture

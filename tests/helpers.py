@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
+import redis
 from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka.admin import AdminClient
 
-from pulse.settings import Settings
+from pulse.services.kafka import ensure_topics
+from pulse.settings import Settings, load_settings
 
 
 def produce(settings: Settings, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
@@ -133,3 +137,39 @@ class PulseProcess:
 
 def json_lines(text: str) -> list[Any]:
     return [orjson.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@contextlib.contextmanager
+def isolated_settings(live: Settings, recovery_dir: Path) -> Iterator[Settings]:
+    """Settings with their own topics, keys, groups and recovery dir on the live
+    services; the topics and keys are removed afterwards. (The ``pulse_settings``
+    fixture for one test; a module that shares one stack uses it directly.)"""
+    tag = f"t{uuid.uuid4().hex[:10]}"
+    settings = load_settings(
+        environ={},
+        kafka_bootstrap=live.kafka_bootstrap,
+        redis_url=live.redis_url,
+        cache_dir=live.cache_dir,
+        local_kafka_port=live.local_kafka_port,
+        local_redis_port=live.local_redis_port,
+        topic_prefix=tag,
+        redis_prefix=tag,
+        consumer_group_prefix=tag,
+        partitions=2,
+        recovery_dir=str(recovery_dir),
+        snapshot_interval_s=1.0,
+        redis_persistence=False,
+    )
+    ensure_topics(settings)
+    try:
+        yield settings
+    finally:
+        admin = AdminClient({"bootstrap.servers": settings.kafka})
+        for fut in admin.delete_topics(list(settings.all_topics), operation_timeout=10).values():
+            with contextlib.suppress(Exception):  # already gone is fine
+                fut.result()
+        client: redis.Redis = redis.Redis.from_url(settings.redis)
+        keys: list[Any] = list(client.scan_iter(match=f"{tag}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()

@@ -17,7 +17,6 @@ after the partitions go quiet (dataflows/stream_clock.py).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import time
 import uuid
@@ -29,18 +28,15 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
-import redis
 from confluent_kafka import Consumer
-from confluent_kafka.admin import AdminClient
 
 from engine.rules.guards import holdout_bucket
 from engine.rules.ruleset import CompiledRule, RuleSet
 from engine.triggers import trigger_id
 from pulse.rules_files import copy_with_waits, load_rules
-from pulse.services.kafka import ensure_topics
 from pulse.settings import Settings, load_settings
 from tests.e2e.conftest import SHORT_WAITS
-from tests.helpers import PulseProcess, produce_events, value_of
+from tests.helpers import PulseProcess, isolated_settings, produce_events, value_of
 
 pytestmark = pytest.mark.e2e
 
@@ -663,34 +659,8 @@ def module_settings(
 ) -> Iterator[Settings]:
     """Settings isolated for this module, as ``pulse_settings`` is for one test:
     unique topics, keys and groups, its own recovery dir; all removed afterwards."""
-    tag = f"t{uuid.uuid4().hex[:10]}"
-    settings = load_settings(
-        environ={},
-        kafka_bootstrap=live_services.kafka_bootstrap,
-        redis_url=live_services.redis_url,
-        cache_dir=live_services.cache_dir,
-        local_kafka_port=live_services.local_kafka_port,
-        local_redis_port=live_services.local_redis_port,
-        topic_prefix=tag,
-        redis_prefix=tag,
-        consumer_group_prefix=tag,
-        partitions=2,
-        recovery_dir=str(tmp_path_factory.mktemp("recovery-e2e")),
-        snapshot_interval_s=1.0,
-        redis_persistence=False,
-        rules_dir=str(module_rules_dir),
-    )
-    ensure_topics(settings)
-    yield settings
-    admin = AdminClient({"bootstrap.servers": settings.kafka})
-    for fut in admin.delete_topics(list(settings.all_topics), operation_timeout=10).values():
-        with contextlib.suppress(Exception):  # already gone is fine
-            fut.result()
-    client: redis.Redis = redis.Redis.from_url(settings.redis)
-    keys: list[Any] = list(client.scan_iter(match=f"{tag}:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    with isolated_settings(live_services, tmp_path_factory.mktemp("recovery-e2e")) as isolated:
+        yield load_settings(environ=isolated.as_environ(), rules_dir=str(module_rules_dir))
 
 
 @pytest.fixture(scope="module")
