@@ -290,6 +290,13 @@ class InboxMessage(Struct, frozen=True, kw_only=True):
     fired_at: float  # when the rule fired (event time, epoch seconds)
 
 
+class CustomerMatches(Struct, frozen=True, kw_only=True):
+    """The customers whose profile holds the e-mail address asked for (usually one)."""
+
+    email: str
+    customer_ids: list[str]
+
+
 class Inbox(Struct, frozen=True, kw_only=True):
     """A customer's in-app messages, newest first (at most the newest 100)."""
 
@@ -397,6 +404,7 @@ def _components() -> dict[str, Any]:
         ErasureAccepted,
         CustomerExport,
         Inbox,
+        CustomerMatches,
         RulesToValidate,
         RulesValidation,
     ]

@@ -108,6 +108,7 @@ class Outputs:
 
     __slots__ = (
         "decisions",
+        "emails",
         "examples",
         "features",
         "items",
@@ -116,6 +117,7 @@ class Outputs:
         "segments",
         "signals",
         "triggers",
+        "unindex",
         "views",
     )
 
@@ -124,6 +126,8 @@ class Outputs:
         self.items: dict[str, bytes] = {}  # customer key -> encoded ShopperItems
         self.features: dict[str, bytes] = {}  # customer key -> encoded score features
         self.examples: list[Example] = []  # labelled, to the score models' step
+        self.emails: dict[str, str] = {}  # customer key -> e-mail digest to index
+        self.unindex: set[str] = set()  # customer keys erased: out of the e-mail index
         self.segments: list[SegmentsChanged] = []
         self.triggers: list[Trigger] = []
         self.decisions: list[Decision] = []
@@ -145,6 +149,12 @@ def gather(batch: list[tuple[str, StepOut]]) -> list[Outputs]:
             out.features.update(step.features)
         if step.nba:
             out.nba += step.nba
+        if step.unindex:
+            out.unindex |= step.unindex
+            for key in step.unindex:
+                out.emails.pop(key, None)
+        if step.emails:
+            out.emails.update(step.emails)
         for effect in step.effects:
             if isinstance(effect, ItemSignal | PairSignal):
                 out.signals.append(effect)
@@ -167,6 +177,8 @@ def gather(batch: list[tuple[str, StepOut]]) -> list[Outputs]:
         or out.rerouted
         or out.examples
         or out.nba
+        or out.emails
+        or out.unindex
     ):
         return []
     return [out]

@@ -25,6 +25,7 @@ from dataflows.stream_clock import StreamClock
 from engine import identity
 from engine.customer import Effect, Engine, ProfileChanged, ProfileRemoved
 from engine.decode import decode_event
+from engine.email_index import digest
 from engine.events import BaseEvent
 from engine.identity import Link, ToCustomer, decode_anonymous, encode_anonymous
 from engine.nba.records import Input
@@ -113,7 +114,17 @@ class StepOut:
     """What a state step's key did with one batch: its effects in order, less the
     profile changes, which collapse into the view of the last state."""
 
-    __slots__ = ("_changed", "effects", "features", "forward", "items", "nba", "views")
+    __slots__ = (
+        "_changed",
+        "effects",
+        "emails",
+        "features",
+        "forward",
+        "items",
+        "nba",
+        "unindex",
+        "views",
+    )
 
     def __init__(self) -> None:
         self.effects: list[Effect] = []
@@ -123,6 +134,11 @@ class StepOut:
         self.items: dict[str, bytes] = {}
         # customer key -> the score models' features as of the last event, encoded
         self.features: dict[str, bytes] = {}
+        # customer key -> the digest of an e-mail address to index it under
+        # (engine/email_index.py): only when it differs from the last indexed
+        self.emails: dict[str, str] = {}
+        # customer keys erased in this batch: out of the e-mail index first
+        self.unindex: set[str] = set()
         self.forward: list[Stamped[ToCustomer]] = []  # anonymous ids: on to a customer
         # Next-best-action inputs, in the order of the events (dataflows/nba_inputs.py).
         self.nba: list[Input] = []
@@ -150,7 +166,7 @@ class StepOut:
             if state.scores is not None:  # scored (known customers, scores on)
                 at = state.last_seen
                 self.features[key] = encode_features(at, features(state, at))
-        if self.views or self.effects or self.forward or self.nba:
+        if self.views or self.effects or self.forward or self.nba or self.emails or self.unindex:
             return [self]
         return []
 
@@ -221,6 +237,9 @@ class CustomerLogic(StatefulBatchLogic[Stamped[ToCustomer], StepOut, bytes]):
         self._nba = nba
         self._state = decode_state(_bytes(snapshot)) if snapshot is not None else None
         self._wake = WakeUp()
+        # The e-mail digest this process last indexed the customer under: after a
+        # restart it is indexed once more, which changes nothing (sets).
+        self._indexed: str | None = None
 
     def on_batch(self, values: list[Stamped[ToCustomer]]) -> tuple[Iterable[StepOut], bool]:
         _observe(self._clock, values)
@@ -232,6 +251,9 @@ class CustomerLogic(StatefulBatchLogic[Stamped[ToCustomer], StepOut, bytes]):
             if item.erase_at is not None:
                 self._state, effects = engine.erase(self._state, item.customer_id, item.erase_at)
                 out.add(effects)
+                out.unindex.add(item.customer_id)
+                out.emails.pop(item.customer_id, None)
+                self._indexed = None
                 continue
             if item.merge is not None:
                 self._state, merged = identity.absorb(
@@ -243,7 +265,18 @@ class CustomerLogic(StatefulBatchLogic[Stamped[ToCustomer], StepOut, bytes]):
                 out.add(effects)
                 if nba is not None and applied(effects):
                     out.nba += nba.inputs(self._state, item.event)
+        self._index_email(out)
         return out.seal(), StatefulBatchLogic.RETAIN
+
+    def _index_email(self, out: StepOut) -> None:
+        state = self._state
+        address = state.traits.get("email") if state is not None else None
+        if state is None or not address or state.merged_into:
+            return
+        key = digest(address)
+        if key != self._indexed:
+            out.emails[state.customer_id] = key
+            self._indexed = key
 
     def on_notify(self) -> tuple[Iterable[StepOut], bool]:
         if self._state is None:

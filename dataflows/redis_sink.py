@@ -18,6 +18,8 @@ class ProfileWrites(Protocol):
     views: dict[str, bytes | None]  # customer key -> encoded view, None: removed
     items: dict[str, bytes]  # customer key -> the recommender's items, encoded
     features: dict[str, bytes]  # customer key -> the score models' features, encoded
+    emails: dict[str, str]  # customer key -> e-mail digest to index it under
+    unindex: set[str]  # customer keys erased: out of the e-mail index
     segments: list[SegmentsChanged]
 
 
@@ -32,12 +34,18 @@ class _ProfilePartition(StatelessSinkPartition[ProfileWrites]):
         latest: dict[str, bytes | None] = {}
         shopper: dict[str, bytes] = {}
         scored: dict[str, bytes] = {}
+        emails: dict[str, str] = {}
+        unindex: set[str] = set()
         commands: list[Command] = []
         keys = self._keys
         for item in items:
             latest.update(item.views)
             shopper.update(item.items)
             scored.update(item.features)
+            for key in item.unindex:
+                unindex.add(key)
+                emails.pop(key, None)
+            emails.update(item.emails)
             for change in item.segments:
                 # Membership is absolute (add/remove), so a replay cannot double count.
                 for name in change.added:
@@ -45,6 +53,13 @@ class _ProfilePartition(StatelessSinkPartition[ProfileWrites]):
                 for name in change.removed:
                     commands.append(("SREM", keys.segment(name), change.customer_key))
         profile = keys.profile
+        unindex.update(key for key, view in latest.items() if view is None)
+        if unindex:
+            commands += self._unindexed(unindex)
+        for customer_id, digest in emails.items():
+            if latest.get(customer_id, b"") is not None:  # not removed in this batch
+                commands.append(("SADD", keys.email(digest), customer_id))
+                commands.append(("SADD", keys.emails(customer_id), digest))
         for customer_id, view in latest.items():
             if view is None:
                 commands.append(("DEL", profile(customer_id), keys.inbox(customer_id)))
@@ -61,6 +76,23 @@ class _ProfilePartition(StatelessSinkPartition[ProfileWrites]):
                     fields += ("x", x)
                 commands.append(("HSET", profile(customer_id), *fields))
         write_all(self._client, commands)
+
+    def _unindexed(self, customers: set[str]) -> list[Command]:
+        """Erased or removed customers out of the e-mail index: which digests
+        each was indexed under is read first (a round trip, only in batches
+        that remove a profile)."""
+        keys = self._keys
+        ordered = sorted(customers)
+        pipe = self._client.pipeline(transaction=False)
+        for customer_id in ordered:
+            pipe.smembers(keys.emails(customer_id))
+        commands: list[Command] = []
+        for customer_id, digests in zip(ordered, pipe.execute(), strict=True):
+            for raw in sorted(digests):
+                digest = raw.decode() if isinstance(raw, bytes) else str(raw)
+                commands.append(("SREM", keys.email(digest), customer_id))
+            commands.append(("DEL", keys.emails(customer_id)))
+        return commands
 
     def close(self) -> None:
         self._client.close()

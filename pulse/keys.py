@@ -14,6 +14,16 @@ class RedisKeys:
     def profile(self, customer_id: str) -> str:
         return f"{self.prefix}:{{{customer_id}}}:profile"
 
+    def email(self, digest: str) -> str:
+        """Customers known by one e-mail address: a set of customer ids, keyed by
+        the address's digest (engine/email_index.py), never the address itself."""
+        return f"{self.prefix}:email:{digest}"
+
+    def emails(self, customer_id: str) -> str:
+        """The e-mail digests a customer is indexed under: a set, so an erasure
+        can take the customer out of each."""
+        return f"{self.prefix}:{{{customer_id}}}:emails"
+
     def inbox(self, customer_id: str) -> str:
         """In-app messages: a sorted set of message JSON scored by fired_at."""
         return f"{self.prefix}:{{{customer_id}}}:inbox"

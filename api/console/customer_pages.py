@@ -1,8 +1,7 @@
 """Customer 360: search, the customer's page, export and erase (admin).
 
-Search takes a customer id, or an e-mail address, which the API has no index
-for: an address is looked up among the profiles the console can reach
-cheaply, and the page says so when it cannot find it (see docs/console.md).
+Search takes a customer id, or an e-mail address, which ``GET /v1/customers?email=``
+finds through the index the dataflow keeps (engine/email_index.py).
 """
 
 from __future__ import annotations
@@ -35,10 +34,14 @@ async def search(request: Request, console: Con, viewer: Seen, q: str = "") -> R
         return render(request, console, "customers.html", viewer, q=q, message="")
     api = _api(console)
     if "@" in q:
-        message = (
-            f"No customer with e-mail {q!r}: Pulse keeps no index by e-mail address yet, "
-            "so search by customer id."
-        )
+        status, found = await api.get(f"/v1/customers?email={quote(q, safe='@')}")
+        ids: list[str] = found.get("customer_ids", []) if status == 200 and found else []
+        if len(ids) == 1:
+            return RedirectResponse(f"/console/customers/{quote(ids[0], safe='')}", 303)
+        if ids:
+            message = f"{len(ids)} customers have the e-mail {q!r}: {', '.join(ids)}."
+            return render(request, console, "customers.html", viewer, q=q, message=message)
+        message = f"No customer with the e-mail {q!r}."
         return render(request, console, "customers.html", viewer, q=q, message=message, status=404)
     status, _ = await api.get(f"/v1/customers/{quote(q, safe='')}/profile")
     if status == 200:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import msgspec
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from api import auth, deps, ingest, schemas
@@ -18,6 +18,7 @@ from api.problems import problem, unavailable
 from api.producer import AckProducer, KafkaUnavailable
 from api.routes.next_action import NBA_FIELD
 from api.scores import ScoreCache
+from engine import email_index
 from engine.control import encode_control
 from engine.nba.records import Served
 from engine.privacy import EraseCustomer
@@ -86,6 +87,44 @@ async def get_profile(
     # counts, empty lists) that the view's own encoding leaves out.
     body = _json.encode({**msgspec.structs.asdict(view), "rfm": segments, "scores": scores})
     return Response(body, media_type="application/json")
+
+
+@router.get(
+    "/v1/customers",
+    summary="Find customers by e-mail address",
+    description=(
+        "The customers whose profile's `traits.email` is this address (case and "
+        "surrounding spaces aside), from an index the dataflow keeps by the address's "
+        "digest. Empty when none; an erased customer is not found."
+    ),
+    response_model=None,
+    responses={
+        200: schemas.ok("CustomerMatches", "The customers with this address"),
+        **schemas.problems(401, 403, 422),
+    },
+)
+async def find_customers(
+    email: Annotated[str, Query(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")],
+    redis: Annotated[aioredis.Redis, Depends(deps.redis_client)],
+    keys: Annotated[RedisKeys, Depends(deps.keys)],
+) -> Any:
+    candidates = sorted(
+        member.decode() if isinstance(member, bytes) else str(member)
+        for member in await redis.smembers(keys.email(email_index.digest(email)))  # type: ignore[misc]
+    )
+    found: list[str] = []
+    if candidates:
+        # The index keeps every address a customer had: only the current one counts.
+        async with redis.pipeline(transaction=False) as pipe:
+            for customer_id in candidates:
+                pipe.hget(keys.profile(customer_id), PROFILE_FIELD)
+            views = await pipe.execute()
+        for customer_id, raw in zip(candidates, views, strict=True):
+            if isinstance(raw, bytes) and email_index.same(
+                email, decode_view(raw).traits.get("email")
+            ):
+                found.append(customer_id)
+    return ingest.json_response(schemas.CustomerMatches(email=email, customer_ids=found))
 
 
 @router.get(
@@ -184,6 +223,8 @@ async def export_customer(
     inbox = await load_inbox(redis, keys, customer_id)
     if inbox:
         held.append(keys.inbox(customer_id))
+    if await redis.exists(keys.emails(customer_id)):
+        held.append(keys.emails(customer_id))  # the e-mail index's entries for them
     body = schemas.CustomerExport(
         customer_id=customer_id,
         exported_at=datetime.now(tz=UTC),

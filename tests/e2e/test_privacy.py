@@ -78,7 +78,13 @@ def test_export_then_erase_and_replay_does_not_resurrect(stack: Settings) -> Non
     status, export = get(settings, "/v1/customers/erin/export")
     assert status == 200
     assert export["profile"]["traits"]["email"] == "erin@example.com"
-    assert export["redis_keys"] == [f"{settings.redis_prefix}:{{erin}}:profile"]
+    assert export["redis_keys"] == [
+        f"{settings.redis_prefix}:{{erin}}:profile",
+        f"{settings.redis_prefix}:{{erin}}:emails",
+    ]
+    # Found by her e-mail address, in any case.
+    status, found = get(settings, "/v1/customers?email=Erin@Example.com")
+    assert status == 200 and found["customer_ids"] == ["erin"], found
 
     client: redis.Redis = redis.Redis.from_url(settings.redis, decode_responses=True)
     segment = f"{settings.redis_prefix}:segment:first_time_buyer"
@@ -89,6 +95,15 @@ def test_export_then_erase_and_replay_does_not_resurrect(stack: Settings) -> Non
     assert body["anonymous_ids"] == ["dev-1"]
     assert get(settings, "/v1/customers/erin/profile")[0] == 404
     wait_for(lambda: not client.sismember(segment, "erin"), 15, "erin out of her segments")
+    # Out of the e-mail index too: no key names her any more.
+    wait_for(
+        lambda: not client.exists(f"{settings.redis_prefix}:{{erin}}:emails"),
+        15,
+        "erin out of the e-mail index",
+    )
+    assert not [k for k in client.scan_iter(f"{settings.redis_prefix}:email:*")
+                if client.sismember(k, "erin")]  # fmt: skip
+    assert get(settings, "/v1/customers?email=erin@example.com")[1]["customer_ids"] == []
 
     # Replay her history (a backfill, a consumer reset): nothing comes back.
     produce_events(settings, [{**e, "event_id": e["event_id"] + "-replayed"} for e in HISTORY])
