@@ -14,7 +14,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from api.console.customers import NEXT_ACTION, SCORES, InProcess
+from api.console.customers import NEXT_ACTION, InProcess
 from api.console.state import Console
 from api.console.web import Con, Refused, Seen, checked_form, need_admin, render
 
@@ -58,8 +58,6 @@ async def customer(request: Request, console: Con, viewer: Seen, customer_id: st
     optional: dict[str, str] = {}
     if api.has(NEXT_ACTION):
         optional["next_action"] = f"{base}/next-action"
-    if api.has(SCORES):
-        optional["scores"] = f"{base}/scores"
     status, profile = await api.get(f"{base}/profile")
     if status != 200:
         profile = None
@@ -75,7 +73,7 @@ async def customer(request: Request, console: Con, viewer: Seen, customer_id: st
     got: dict[str, Any] = {}
     for name, (status, body) in zip(paths, answers, strict=True):
         got[name] = body if status == 200 else None
-    scores = got.get("scores") or (profile.get("scores") if profile else None)
+    scores = profile.get("scores") if profile else None  # docs/scores.md
     return render(
         request,
         console,

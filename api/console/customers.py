@@ -31,7 +31,6 @@ from pulse.settings import Settings
 
 TAIL = 1000  # newest records read per partition for a timeline
 NEXT_ACTION = "/v1/customers/{customer_id}/next-action"
-SCORES = "/v1/customers/{customer_id}/scores"
 
 
 class InProcess:
