@@ -24,30 +24,54 @@ from engine.recs.relations import Similar
 from pulse.keys import RedisKeys
 
 TTL_S = 1.0  # how long a list read serves every request
-READ = 101  # items read per list: MAX_K of the similar route, plus the item itself
+READ = 50  # items read per list: more than any Policy reads (ranker.Policy)
+
+
+class _Entry:
+    __slots__ = ("items", "length", "read_at", "refreshing_since")
+
+    def __init__(self, items: list[Similar], length: int, read_at: float) -> None:
+        self.items = items
+        self.length = length  # how many were asked for (fewer: the list is shorter)
+        self.read_at = read_at
+        self.refreshing_since = -math.inf
 
 
 class SharedLists:
     """Ranked lists by Redis key, as ``Similar`` values with scores as shares of the
-    best, each kept ``ttl_s`` after it was read."""
+    best, each kept ``ttl_s`` after it was read.
+
+    When a list gets stale, the first request to see it reads it again; the
+    others keep serving the stale one until that answer is in (for another
+    ``ttl_s`` at the most, should that request fail), so a busy process does not
+    read and parse the same list once per request in flight.
+    """
 
     __slots__ = ("_lists", "ttl_s")
 
     def __init__(self, ttl_s: float = TTL_S) -> None:
         self.ttl_s = ttl_s
-        self._lists: dict[str, tuple[float, list[Similar]]] = {}
+        self._lists: dict[str, _Entry] = {}
 
-    def get(self, key: str, now: float) -> list[Similar] | None:
-        """The list if read less than ``ttl_s`` ago, else None (read it again)."""
+    def get(self, key: str, now: float, length: int = READ) -> list[Similar] | None:
+        """The list's first ``length`` items or fewer, or None: the caller reads
+        ``length`` or more of it and ``put`` s the answer."""
         entry = self._lists.get(key)
-        if entry is None or now - entry[0] >= self.ttl_s:
+        if entry is None or entry.length < length:
             return None
-        return entry[1]
+        ttl = self.ttl_s
+        if now - entry.read_at >= ttl:
+            if now - entry.refreshing_since < ttl:
+                return entry.items  # another request is reading it
+            entry.refreshing_since = now
+            return None
+        return entry.items
 
-    def put(self, key: str, rows: Any, now: float) -> list[Similar]:
-        """Keep a ``ZREVRANGE ... WITHSCORES`` answer; returns it as the ranking takes it."""
+    def put(self, key: str, rows: Any, now: float, length: int = READ) -> list[Similar]:
+        """Keep a ``ZREVRANGE 0 length-1 WITHSCORES`` answer; returns it as the
+        ranking takes it."""
         ranked = ranked_rows(rows)
-        self._lists[key] = (now, ranked)
+        self._lists[key] = _Entry(ranked, length, now)
         return ranked
 
 

@@ -186,15 +186,16 @@ async def get_similar(
     popular items overall: never an error."""
     redis, keys, lists = reads.redis, reads.keys, reads.lists
     clock = time.monotonic()
+    length = max(READ, k + 1)  # k besides the item itself
     popular_key = keys.ranking(POPULAR)
-    popular = lists.get(popular_key, clock)
+    popular = lists.get(popular_key, clock, length)
     pipe = redis.pipeline(transaction=False)
     pipe.get(keys.similar(sku))
     pipe.hget(keys.item(sku), "category")
     if popular is None:
-        pipe.zrevrange(popular_key, 0, READ - 1, withscores=True)
+        pipe.zrevrange(popular_key, 0, length - 1, withscores=True)
         raw, category, popular_rows = await pipe.execute()
-        popular = lists.put(popular_key, popular_rows, clock)
+        popular = lists.put(popular_key, popular_rows, clock, length)
     else:
         raw, category = await pipe.execute()
     related = [s for s in decode_similar(raw) if s.sku != sku][:k] if raw is not None else []
@@ -203,10 +204,10 @@ async def get_similar(
         ranked: list[Similar] | None = None
         if category is not None:
             key = keys.ranking(f"{POPULAR}:{category.decode()}")
-            ranked = lists.get(key, clock)
+            ranked = lists.get(key, clock, length)
             if ranked is None:
-                rows = await redis.zrevrange(key, 0, READ - 1, withscores=True)
-                ranked = lists.put(key, rows, clock)
+                rows = await redis.zrevrange(key, 0, length - 1, withscores=True)
+                ranked = lists.put(key, rows, clock, length)
             strategy = "popular in category"
         if not ranked:
             ranked, strategy = popular, "popular"
