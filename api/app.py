@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from api import console, problems, schemas
 from api.auth import KeyRing
 from api.ingest import Collector
+from api.lists import Reads, SharedLists
 from api.metrics import ApiMetrics, RequestTimer
 from api.producer import AckProducer
 from api.rejections import Rejections
@@ -43,6 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.settings = settings
         app.state.keys = RedisKeys(settings.redis_prefix)
         app.state.redis = aioredis.Redis.from_url(settings.redis, socket_timeout=2)
+        app.state.reads = Reads(app.state.redis, app.state.keys, SharedLists())
         app.state.producer = AckProducer(settings.kafka, settings.ack_timeout_s)
         app.state.collector = Collector(settings, app.state.producer)
         app.state.rejections = Rejections(settings, app.state.producer, app.state.metrics.registry)

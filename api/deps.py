@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from fastapi import Request
 
 from api.ingest import Collector
+from api.lists import Reads
 from api.producer import AckProducer
 from api.rejections import Rejections
 from api.scores import ScoreCache
@@ -58,4 +59,10 @@ async def score_cache(request: Request) -> ScoreCache | None:
 
 async def rejections(request: Request) -> Rejections:
     value: Rejections = request.app.state.rejections
+    return value
+
+
+async def reads(request: Request) -> Reads:
+    """The recommendation routes' client, key names and shared lists, in one."""
+    value: Reads = request.app.state.reads
     return value

@@ -2,22 +2,22 @@
 
 The dataflow keeps the views (dataflows/item_sink.py: similar items per item,
 popular and trending lists overall and per category; dataflows/redis_sink.py:
-the profile and the customer's items); a request reads what it needs in two
-pipelined round trips and ranks in-process with engine/recs/ranker.py, so a
+the profile and the customer's items); a request reads what it needs in one
+or two round trips and ranks in-process with engine/recs/ranker.py, so a
 click a second ago shows in the next answer and no model runs in the request
-beyond a few hundred additions.
+beyond a few hundred additions. The popularity lists, the same for every
+customer, are read at most once a second per process (api/lists.py).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Annotated, Any
 
-import redis.asyncio as aioredis
 from fastapi import APIRouter, Depends, Query
 
 from api import auth, deps, ingest, schemas
+from api.lists import READ, Reads
 from api.problems import ProblemError
 from api.routes.customers import PROFILE_FIELD
 from engine.profile import decode_view
@@ -34,12 +34,10 @@ from engine.recs.ranker import (
 from engine.recs.relations import Similar, decode_similar
 from engine.recs.shopper import decode_items
 from engine.recs.trending import POPULAR, TRENDING
-from pulse.keys import RedisKeys
 
 router = APIRouter(tags=["recommendations"], dependencies=[Depends(auth.require_read)])
 
 ITEMS_FIELD = "items"  # the customer's items beside the view (dataflows/redis_sink.py)
-LIST_READ = 50  # items read from each popularity list
 
 
 @router.get(
@@ -53,8 +51,7 @@ LIST_READ = 50  # items read from each popularity list
 )
 async def get_recommendations(
     customer_id: str,
-    redis: Annotated[aioredis.Redis, Depends(deps.redis_client)],
-    keys: Annotated[RedisKeys, Depends(deps.keys)],
+    reads: Annotated[Reads, Depends(deps.reads)],
     k: Annotated[int, Query(ge=1, le=MAX_K, description="how many items")] = 10,
     context: Annotated[
         str,
@@ -92,35 +89,67 @@ async def get_recommendations(
         include=_categories(include),
         exclude=_categories(exclude),
     )
-    # Round trip 1: the customer and the overall lists.
-    pipe = redis.pipeline(transaction=False)
-    pipe.hmget(keys.profile(customer_id), [PROFILE_FIELD, ITEMS_FIELD])
-    pipe.zrevrange(keys.ranking(POPULAR), 0, LIST_READ - 1, withscores=True)
-    pipe.zrevrange(keys.ranking(TRENDING), 0, LIST_READ - 1, withscores=True)
-    (view_raw, items_raw), popular, trending = await pipe.execute()
+    redis, keys, lists = reads.redis, reads.keys, reads.lists
+    clock = time.monotonic()
+    # Round trip 1: the customer, and the overall lists if they are older than
+    # a second (api/lists.py).
+    profile_key = keys.profile(customer_id)
+    popular_key, trending_key = keys.ranking(POPULAR), keys.ranking(TRENDING)
+    popular = lists.get(popular_key, clock)
+    trending = lists.get(trending_key, clock)
+    if popular is None or trending is None:
+        pipe = redis.pipeline(transaction=False)
+        pipe.hmget(profile_key, [PROFILE_FIELD, ITEMS_FIELD])
+        pipe.zrevrange(popular_key, 0, READ - 1, withscores=True)
+        pipe.zrevrange(trending_key, 0, READ - 1, withscores=True)
+        (view_raw, items_raw), popular_rows, trending_rows = await pipe.execute()
+        popular = lists.put(popular_key, popular_rows, clock)
+        trending = lists.put(trending_key, trending_rows, clock)
+    else:
+        view_raw, items_raw = await redis.hmget(profile_key, [PROFILE_FIELD, ITEMS_FIELD])
     view = decode_view(view_raw) if view_raw is not None else None
     items = decode_items(items_raw) if items_raw is not None else None
     shopper = shopper_from_view(view, items)
-    # Round trip 2: similar items of the anchors, the favourite categories'
-    # lists, and how popular the customer's bought items are now.
+    # Round trip 2: similar items of the anchors, how popular the customer's
+    # bought items are now, and the favourite categories' lists if stale.
     wanted = [sku for sku, _ in anchors(shopper, request)]
-    categories = [c for c, _ in categories_wanted(shopper, request)]
     bought = list(shopper.items.bought)
-    pipe = redis.pipeline(transaction=False)
-    if wanted:
-        pipe.mget([keys.similar(sku) for sku in wanted])
-    for category in categories:
-        pipe.zrevrange(keys.ranking(f"{POPULAR}:{category}"), 0, LIST_READ - 1, withscores=True)
-    if bought:
-        pipe.zmscore(keys.ranking(POPULAR), bought)
-    answers = list(await pipe.execute()) if (wanted or categories or bought) else []
-    similar = dict(zip(wanted, answers.pop(0), strict=True)) if wanted else {}
-    popular_in = {c: _ranked(answers.pop(0)) for c in categories}
-    scores = answers.pop(0) if bought else []
+    popular_in: dict[str, list[Similar]] = {}
+    stale: list[tuple[str, str]] = []
+    for category, _ in categories_wanted(shopper, request):
+        key = keys.ranking(f"{POPULAR}:{category}")
+        cached = lists.get(key, clock)
+        if cached is None:
+            stale.append((category, key))
+        else:
+            popular_in[category] = cached
+    similar_raw: list[Any] = []
+    scores: list[float | None] = []
+    if stale or (wanted and bought):
+        pipe = redis.pipeline(transaction=False)
+        if wanted:
+            pipe.mget([keys.similar(sku) for sku in wanted])
+        for _, key in stale:
+            pipe.zrevrange(key, 0, READ - 1, withscores=True)
+        if bought:
+            pipe.zmscore(popular_key, bought)
+        answers = list(await pipe.execute())
+        similar_raw = answers.pop(0) if wanted else []
+        for category, key in stale:
+            popular_in[category] = lists.put(key, answers.pop(0), clock)
+        scores = answers.pop(0) if bought else []
+    elif wanted:
+        similar_raw = await redis.mget([keys.similar(sku) for sku in wanted])
+    elif bought:
+        scores = await redis.zmscore(popular_key, bought)
     sources = Sources(
-        similar={sku: decode_similar(raw) for sku, raw in similar.items() if raw is not None},
-        popular=_ranked(popular),
-        trending=_ranked(trending),
+        similar={
+            sku: decode_similar(raw)
+            for sku, raw in zip(wanted, similar_raw, strict=True)
+            if raw is not None
+        },
+        popular=popular,
+        trending=trending,
         popular_in=popular_in,
         item_popularity={s: v for s, v in zip(bought, scores, strict=True) if v is not None},
     )
@@ -149,28 +178,39 @@ async def get_recommendations(
 )
 async def get_similar(
     sku: str,
-    redis: Annotated[aioredis.Redis, Depends(deps.redis_client)],
-    keys: Annotated[RedisKeys, Depends(deps.keys)],
+    reads: Annotated[Reads, Depends(deps.reads)],
     k: Annotated[int, Query(ge=1, le=MAX_K, description="how many items")] = 10,
 ) -> Any:
     """Items viewed with, bought after viewing, or bought with this one, blended.
     An item with no relations yet gets the popular items of its category, or
     popular items overall: never an error."""
+    redis, keys, lists = reads.redis, reads.keys, reads.lists
+    clock = time.monotonic()
+    length = max(READ, k + 1)  # k besides the item itself
+    popular_key = keys.ranking(POPULAR)
+    popular = lists.get(popular_key, clock, length)
     pipe = redis.pipeline(transaction=False)
     pipe.get(keys.similar(sku))
     pipe.hget(keys.item(sku), "category")
-    pipe.zrevrange(keys.ranking(POPULAR), 0, k, withscores=True)
-    raw, category, popular = await pipe.execute()
+    if popular is None:
+        pipe.zrevrange(popular_key, 0, length - 1, withscores=True)
+        raw, category, popular_rows = await pipe.execute()
+        popular = lists.put(popular_key, popular_rows, clock, length)
+    else:
+        raw, category = await pipe.execute()
     related = [s for s in decode_similar(raw) if s.sku != sku][:k] if raw is not None else []
     strategy = "related"
     if not related:
-        ranked: list[Similar] = []
+        ranked: list[Similar] | None = None
         if category is not None:
-            name = f"{POPULAR}:{category.decode()}"
-            ranked = _ranked(await redis.zrevrange(keys.ranking(name), 0, k, withscores=True))
+            key = keys.ranking(f"{POPULAR}:{category.decode()}")
+            ranked = lists.get(key, clock, length)
+            if ranked is None:
+                rows = await redis.zrevrange(key, 0, length - 1, withscores=True)
+                ranked = lists.put(key, rows, clock, length)
             strategy = "popular in category"
         if not ranked:
-            ranked, strategy = _ranked(popular), "popular"
+            ranked, strategy = popular, "popular"
         related = [s for s in ranked if s.sku != sku][:k]
     body = schemas.SimilarItems(
         sku=sku,
@@ -184,16 +224,3 @@ def _categories(values: list[str] | None) -> frozenset[str]:
     if not values:
         return frozenset()
     return frozenset(p.strip() for text in values for p in text.split(",") if p.strip())
-
-
-def _ranked(rows: Any) -> list[Similar]:
-    """A popularity list as the ranking takes it: scores as shares of the best.
-    Scores are logs of decayed weights (engine/popularity.py)."""
-    if not rows:
-        return []
-    best = rows[0][1]
-    return [Similar(sku.decode(), _share(score, best)) for sku, score in rows]
-
-
-def _share(score: float, best: float) -> float:
-    return math.exp(score - best) if best > -math.inf else 0.0

@@ -223,10 +223,10 @@ def candidates(
     items = shopper.items
     bought = items.bought
     repeats = _repeat_shares(shopper, sources, request.now, policy, config)
-    pool.add(0, [(sku, share, bought[sku].category) for sku, share in repeats])
+    pool.add_ranked(0, [Similar(sku, share, bought[sku].category) for sku, share in repeats])
     recency = policy.recency
     viewed = [s for s in items.viewed if s.sku not in bought]
-    pool.add(1, [(s.sku, recency**i, s.category) for i, s in enumerate(viewed)])
+    pool.add_ranked(1, [Similar(s.sku, recency**i, s.category) for i, s in enumerate(viewed)])
     similar = sources.similar
     per_anchor = policy.similar_items
     for sku, weight in anchors(shopper, request, policy):
@@ -293,21 +293,6 @@ class _Pool:
         self.found: dict[str, Candidate] = {}
         self.refused: set[str] = set()
 
-    def add(self, kind: int, entries: Iterable[tuple[str, float, str | None]]) -> None:
-        found, refused, admissible = self.found, self.refused, self.admissible
-        for sku, value, category in entries:
-            candidate = found.get(sku)
-            if candidate is None:
-                if value <= 0.0 or sku in refused:
-                    continue
-                if not admissible(sku):
-                    refused.add(sku)
-                    continue
-                candidate = found[sku] = Candidate(category)
-            elif candidate.category is None:
-                candidate.category = category
-            candidate.evidence[kind] += value
-
     def add_ranked(
         self,
         kind: int,
@@ -316,8 +301,23 @@ class _Pool:
         category: str | None = None,
     ) -> None:
         """A list of ranked items, each worth ``factor`` times its score; ``category``
-        given: the list's own (a category's popular items)."""
-        self.add(kind, ((e.sku, factor * e.score, category or e.category) for e in entries))
+        given: the list's own (a category's popular items). Every candidate comes
+        through this loop: no call nor tuple per entry."""
+        found, refused, admissible = self.found, self.refused, self.admissible
+        for entry in entries:
+            sku = entry.sku
+            value = factor * entry.score
+            candidate = found.get(sku)
+            if candidate is None:
+                if value <= 0.0 or sku in refused:
+                    continue
+                if not admissible(sku):
+                    refused.add(sku)
+                    continue
+                candidate = found[sku] = Candidate(category or entry.category)
+            elif candidate.category is None:
+                candidate.category = category or entry.category
+            candidate.evidence[kind] += value
 
 
 class _Filter:
