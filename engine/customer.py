@@ -161,10 +161,8 @@ class Engine:
                 break
         scorer = self.scorer
         scores = state.scores
-        if scores is not None and scorer is not None:
-            due = Scorer.next_due(scores)
-            if due is not None and due <= ts:  # labels known before this event
-                effects.extend(scorer.fire_due(scores, state, ts))
+        if scores is not None and scorer is not None and Scorer.due_by(scores, ts):
+            effects.extend(scorer.fire_due(scores, state, ts))  # labels known before it
         before = self.rules.watch(state, ts)
         linked = event.anonymous_id
         if (
@@ -214,10 +212,8 @@ class Engine:
         # Neither is part of the serving view: no profile write needed.
         out: list[Effect] = list(self.rules.fire_due(state, until)) if state.pending else []
         scores = state.scores
-        if scores is not None and self.scorer is not None:
-            due = Scorer.next_due(scores)
-            if due is not None and due <= until:
-                out.extend(self.scorer.fire_due(scores, state, until))
+        if scores is not None and self.scorer is not None and Scorer.due_by(scores, until):
+            out.extend(self.scorer.fire_due(scores, state, until))
         return out
 
     def absorb(

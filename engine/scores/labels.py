@@ -196,10 +196,22 @@ class Scorer:
         """Event time at which a pending label becomes known without an event."""
         if scores is None:
             return None
-        due = min((p.due for p in scores.pending), default=scores.wake_at or None)
-        if due is not None and scores.wake_at:
-            due = min(due, scores.wake_at)
-        return due
+        # A loop, not min() over a generator: asked at every event and wake-up.
+        due = scores.wake_at or math.inf
+        for p in scores.pending:
+            if p.due < due:
+                due = p.due
+        return None if due == math.inf else due
+
+    @staticmethod
+    def due_by(scores: CustomerScores, until: float) -> bool:
+        """Something is due by ``until``: ``next_due(scores) <= until``, sooner."""
+        if scores.wake_at and scores.wake_at <= until:
+            return True
+        for p in scores.pending:  # noqa: SIM110 (a loop: no generator per event)
+            if p.due <= until:
+                return True
+        return False
 
     def fire_due(
         self, scores: CustomerScores | None, state: CustomerState | None, until: float
@@ -295,13 +307,19 @@ class Scorer:
             scores.propensity, scores.churn, scores.clv = predictions
             scores.scored_at = now
         pending = scores.pending
+        # Pending snapshots per task, in one pass (this runs at every event).
+        counts = [0, 0, 0]
+        latest = [-math.inf, -math.inf, -math.inf]
+        for p in pending:
+            counts[p.task] += 1
+            if p.at > latest[p.task]:
+                latest[p.task] = p.at
         for task in tasks:
-            mine = [p for p in pending if p.task == task]
-            if mine:
-                if len(mine) >= self._max_pending[task]:
+            if counts[task]:
+                if counts[task] >= self._max_pending[task]:
                     continue
                 spacing = self._horizons[task] / self._max_pending[task]
-                if now - max(p.at for p in mine) < spacing:
+                if now - latest[task] < spacing:
                     continue
             if x is None:
                 x = features(state, now)
