@@ -81,7 +81,10 @@ class ItemLogic(StatefulBatchLogic[list[ItemSignal | PairSignal], ItemUpdate, by
     workers, cut it elsewhere).
     """
 
-    def __init__(self, snapshot: bytes | ItemRecord | ItemState | None) -> None:
+    def __init__(
+        self, snapshot: bytes | ItemRecord | ItemState | None, recovery: bool = True
+    ) -> None:
+        self._recovery = recovery
         if isinstance(snapshot, bytes):
             snapshot = _record_decoder.decode(snapshot)
         elif isinstance(snapshot, ItemState):  # a snapshot from before the recommender
@@ -141,6 +144,9 @@ class ItemLogic(StatefulBatchLogic[list[ItemSignal | PairSignal], ItemUpdate, by
         return known.sku
 
     def snapshot(self) -> bytes:
+        # Bytewax asks at every epoch's end even when it keeps nothing.
+        if not self._recovery:
+            return b""
         # MessagePack bytes, which Bytewax stores as they are: it pickled the
         # record itself before, at about 200 us an item (a popular item's
         # relations are a few hundred floats), four times msgspec's cost, all

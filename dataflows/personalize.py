@@ -168,7 +168,7 @@ def build_flow(
     rule_counts = op.stateful_batch("rule_stats", by_rule, RuleCountsLogic)
     op.output("rule_stats_out", rule_counts, RedisRuleStatsSink(settings.redis, keys))
     by_item = op.flat_map_batch("key_by_item", outputs, _by_item)
-    items = op.stateful_batch("item_popularity", by_item, ItemLogic)
+    items = op.stateful_batch("item_popularity", by_item, lambda state: ItemLogic(state, recovery))
     op.output("items_out", items, RedisItemSink(settings.redis, keys))
     if engine.scorer is not None:
         scores = engine.scorer.settings

@@ -188,10 +188,15 @@ class CustomerState(msgspec.Struct, kw_only=True, gc=False):
 
     @property
     def cart_value(self) -> float:
+        # Read by rules and next-best-action on most events, mostly of empty carts.
+        if not self.cart:
+            return 0.0
         return round(sum(line.price * line.quantity for line in self.cart.values()), 2) + 0.0
 
     @property
     def cart_quantity(self) -> int:
+        if not self.cart:
+            return 0
         return sum(line.quantity for line in self.cart.values())
 
     def spend_since(self, since: float) -> float:

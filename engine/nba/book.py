@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from engine.nba.config import DECIDE_ON, ActionsFile, ActionSpec, PolicySettings, Reward
+from engine.nba.eligibility import Eligibility
 from engine.nba.features import FEATURES_VERSION
 from engine.rules import celcheck, yamlcheck
 from engine.rules.context import RULE_FIELDS, cel_literal, environment
@@ -60,10 +61,12 @@ class ActionBook:
     reward_noise: float
     max_pending: int
     by_id: dict[str, CompiledAction] = field(init=False)
+    eligibility: Eligibility = field(init=False, compare=False, repr=False)
     top_reward: float = field(init=False)  # earning it settles a decision at once
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_id", {a.id: a for a in self.actions})
+        object.__setattr__(self, "eligibility", Eligibility(self.actions, self.control))
         values = [r.value for rs in self.rewards.values() for r in rs]
         object.__setattr__(self, "top_reward", max(values, default=1.0))
 

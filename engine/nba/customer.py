@@ -19,10 +19,10 @@ from typing import Any
 
 from engine import events as ev
 from engine.nba.book import ActionBook
+from engine.nba.eligibility import holds
 from engine.nba.features import features
 from engine.nba.records import Context, Input, Signal
 from engine.rules.context import Scope
-from engine.rules.ruleset import Expression
 
 EXPLICIT_REWARD = "decision_reward"
 
@@ -43,14 +43,12 @@ def inputs(book: ActionBook, scope: Scope, event: ev.BaseEvent) -> list[Input]:
 
 def context(book: ActionBook, scope: Scope, origin: str) -> Context:
     """The customer now: the eligible actions (the control always) and the features."""
-    control = book.control
-    eligible = tuple([a.id for a in book.actions if a.id == control or _holds(a.eligible, scope)])
     state = scope.state
     return Context(
         customer_id=state.customer_id,
         at=scope.now,
         origin=origin,
-        eligible=eligible,
+        eligible=book.eligibility.of(scope),
         features=features(scope),
         profile_version=state.events_total,
     )
@@ -73,7 +71,7 @@ def reward_signal(book: ActionBook, scope: Scope, event: ev.BaseEvent, kind: str
         )
     value = 0.0
     for reward in book.rewards.get(kind, ()):
-        if reward.value > value and _holds(reward.when, scope):
+        if reward.value > value and holds(reward.when, scope):
             value = reward.value
     if value <= 0.0:
         return None
@@ -91,12 +89,3 @@ def _explicit_value(raw: object) -> float:
     if isinstance(raw, bool) or not isinstance(raw, int | float):
         return 0.0
     return min(1.0, max(0.0, float(raw)))
-
-
-def _holds(condition: Expression | None, scope: Scope) -> bool:
-    if condition is None:
-        return True
-    try:
-        return condition.evaluate(scope) is True
-    except Exception:  # CEL errors are data: a condition that fails does not hold
-        return False

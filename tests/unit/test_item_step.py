@@ -36,3 +36,9 @@ def test_snapshots_of_earlier_versions_still_restore() -> None:
     assert ItemLogic(pickle.loads(pickle.dumps(record)))._record == record
     popularity = ItemState(sku="SKU-9", log_score=1.5, name="Pan", category="kitchen", price=9.0)
     assert ItemLogic(popularity)._record == ItemRecord(popularity=popularity)
+
+
+def test_without_recovery_a_snapshot_encodes_nothing() -> None:
+    logic = ItemLogic(None, recovery=False)
+    logic.on_batch([[ItemSignal("SKU-1", 1.0, 1_767_600_000.0, "Mug", "kitchen", 4.95)]])
+    assert logic.snapshot() == b""

@@ -132,3 +132,28 @@ def test_features_stay_between_zero_and_one(steps: list[tuple[type[ev.BaseEvent]
                 assert all(0.0 <= v <= 1.0 for v in found.features), found.features
                 assert found.features[0] == 1.0
                 assert found.eligible[-1] == "nothing"
+
+
+@settings(max_examples=60)
+@given(st.lists(_EVENTS, min_size=1, max_size=40))
+def test_the_remembered_eligible_set_is_every_condition_evaluated_afresh(
+    steps: list[tuple[type[ev.BaseEvent], Any]],
+) -> None:
+    """engine/nba/eligibility.py remembers the set per tuple of the values the
+    conditions read: after any events it must be what each condition says."""
+    s = Shopper()
+    for i, (kind, fields) in enumerate(steps):
+        fields = {**fields, "order_id": f"o{i}"} if kind is ev.OrderPlaced else fields
+        for found in s.do(kind, **fields):
+            if not isinstance(found, Context):
+                continue
+            assert s.state is not None
+            scope = Scope(s.state, None, found.at, DEFAULT_PROGRAM, "UTC")
+            afresh = tuple(
+                a.id
+                for a in BOOK.actions
+                if a.id == BOOK.control
+                or a.eligible is None
+                or a.eligible.program.execute({n: scope.value(n) for n in a.eligible.needs}) is True
+            )
+            assert found.eligible == afresh
