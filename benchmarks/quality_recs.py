@@ -180,17 +180,13 @@ class PulseRecs:
         trends = self.trends
         return {sku: trends[sku].popular for sku in items.bought if sku in trends}
 
-    def recommend(
-        self,
-        customer: str,
-        state: CustomerState | None,
-        request: ranker.Request,
-        policy: ranker.Policy,
-    ) -> list[ranker.Recommendation]:
-        shopper = ranker.shopper_from_state(state, self.shoppers.get(customer))
+    def sources(
+        self, shopper: ranker.Shopper, request: ranker.Request, policy: ranker.Policy
+    ) -> ranker.Sources:
+        """What the API would read from Redis for this request."""
         anchors = ranker.anchors(shopper, request, policy)
         wanted = ranker.categories_wanted(shopper, request, policy)
-        sources = ranker.Sources(
+        return ranker.Sources(
             similar={sku: self.similar(sku) for sku, _ in anchors},
             popular=self.board.top("popular", policy.popular_items),
             trending=self.board.top("trending", policy.trending_items),
@@ -199,6 +195,16 @@ class PulseRecs:
             },
             item_popularity=self.item_popularity(shopper.items),
         )
+
+    def recommend(
+        self,
+        customer: str,
+        state: CustomerState | None,
+        request: ranker.Request,
+        policy: ranker.Policy,
+    ) -> list[ranker.Recommendation]:
+        shopper = ranker.shopper_from_state(state, self.shoppers.get(customer))
+        sources = self.sources(shopper, request, policy)
         started = time.perf_counter_ns()
         ranked = ranker.recommend(shopper, request, sources, policy, self.config)
         self.recommend_ns += time.perf_counter_ns() - started
