@@ -27,8 +27,8 @@ from dataflows.nba_inputs import CustomerSide, applied
 from engine.customer import Engine
 from engine.decode import decode_event
 from engine.events import BaseEvent, event_type
-from engine.nba import customer as nba_customer
 from engine.nba.book import ActionBook
+from engine.nba.eligibility import holds
 from engine.nba.features import features
 from engine.nba.order import InOrder
 from engine.nba.policy import NextBestAction
@@ -104,7 +104,7 @@ def main() -> int:
 
     def eligible(condition: Expression) -> Part:
         def run(side: CustomerSide, state: CustomerState, event: BaseEvent) -> Any:
-            return nba_customer._holds(condition, scope(side, state, event))
+            return holds(condition, scope(side, state, event))
 
         return run
 
@@ -112,6 +112,12 @@ def main() -> int:
     rows.append(("customer side, all of it (CustomerSide.inputs)", per_event(inputs_of, True)))
     rows.append(("  of which a Scope", per_event(scope)))
     rows.append(("  of which the features", per_event(features_of)))
+    rows.append(
+        (
+            "  of which the eligible set (remembered per values read)",
+            per_event(lambda side, state, event: book.eligibility.of(scope(side, state, event))),
+        )
+    )
     for action in book.actions:
         if action.eligible is not None:
             rows.append(
