@@ -65,6 +65,4 @@ class Eligibility:
 
     def _evaluate(self, scope: Scope) -> tuple[str, ...]:
         control = self._control
-        return tuple(
-            [a.id for a in self._actions if a.id == control or holds(a.eligible, scope)]
-        )
+        return tuple([a.id for a in self._actions if a.id == control or holds(a.eligible, scope)])

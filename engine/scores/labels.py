@@ -135,17 +135,21 @@ class ScoreModels:
 
     @classmethod
     def served(cls, settings: ScoreSettings | None = None) -> ScoreModels:
-        """What the dataflow learns and the API serves, each score the better of
-        the two families measured (benchmarks.score_quality, docs/scores.md):
-        Bayesian linear regression for propensity and the lifetime value's
-        correction (as good or better, and order-independent), SGD logistic
-        regression for churn (a linear probability model ranked churn worse)."""
-        settings = settings or ScoreSettings()
-        return cls(
-            BayesScore("propensity", "probability"),
-            LinearScore("churn", "probability"),
-            SpendScore("clv", settings.clv_days, correction=BayesScore("clv", "amount")),
-        )
+        """What the dataflow learns and the API serves: Bayesian linear
+        regression for every score (the lifetime value's correction of its run
+        rate included). Its state is a sum over the examples, so the model is
+        the same whatever order they came in: after a crash and a replay, or on
+        another number of workers, it is the same model to rounding
+        (tests/e2e/test_crash_recovery.py, test_scale_out.py).
+
+        SGD logistic regression ranks churn better (AUC 0.602 and 0.654
+        against 0.570 and 0.590 on Online Retail and CDNOW, docs/scores.md),
+        but a constant step follows its latest examples, and the order of
+        labels that resolve at timers depends on how the stream was cut: two
+        runs over the same events differed by up to 0.24 on average in the
+        churn risk they served. A model that is not the same after a crash is
+        not served; SGD stays in the benchmark (``ScoreModels.river``)."""
+        return cls.bayes(settings)
 
     @classmethod
     def baseline(cls, settings: ScoreSettings) -> ScoreModels:

@@ -1,8 +1,9 @@
 """The score models as published for serving, and their prequential quality.
 
 The models are ``ScoreModels.served``: Bayesian linear regression (sums, so
-the same model whatever the order of its examples) for propensity and the
-lifetime value's correction, SGD logistic regression for churn.
+the same model whatever the order of its examples) for propensity, churn and
+the lifetime value's correction. SGD models (``ScoreModels.river``) can be
+learned and published too, averaged (``Averaged``), for the benchmarks.
 
 One place learns (the dataflow's model step, ``ScoreLearner``): it takes the
 labelled examples every customer's state produces (engine/scores/labels.py),
