@@ -15,7 +15,6 @@ customer is there; older history is summarised by the profile.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -24,9 +23,10 @@ from typing import Any
 
 import httpx
 import orjson
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 from fastapi import FastAPI
 
+from api.console.kafka_clients import LazyConsumer
 from pulse.settings import Settings
 
 TAIL = 1000  # newest records read per partition for a timeline
@@ -91,14 +91,20 @@ class TopicTail:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._lock = threading.Lock()
-        self._consumer: Consumer | None = None
+        self._kafka = LazyConsumer(
+            {
+                "bootstrap.servers": settings.kafka,
+                "group.id": f"pulse-console-tail-{uuid.uuid4().hex}",
+                "enable.auto.commit": "false",
+                "fetch.wait.max.ms": 10,
+            }
+        )
 
     def timeline(self, customer_id: str, aliases: list[str]) -> Timeline:
         keys = {customer_id.encode(), *(f"anon:{a}".encode() for a in aliases)}
         parsers = {self._settings.events_topic: _event, self._settings.decisions_topic: _decision}
         found = Timeline()
-        with self._lock:
+        with self._kafka.lock:
             try:
                 matches, found.scanned = self._tail(list(parsers), keys)
                 found.items = [parsers[topic](value) for topic, value in matches]
@@ -108,31 +114,14 @@ class TopicTail:
         return found
 
     def close(self, wait_s: float = 0.5) -> None:
-        """As ``PipelineReader.close``: not while a read still holds the consumer."""
-        if not self._lock.acquire(timeout=wait_s):
-            return
-        try:
-            if self._consumer is not None:
-                self._consumer.close()
-                self._consumer = None
-        finally:
-            self._lock.release()
+        self._kafka.close(wait_s)
 
     def _tail(
         self, topics: list[str], keys: set[bytes], timeout_s: float = 1.0
     ) -> tuple[list[tuple[str, bytes]], int]:
         """This customer's records among the newest ``TAIL`` of each partition of
         the topics, read together: one assignment, so the fetches overlap."""
-        if self._consumer is None:
-            self._consumer = Consumer(
-                {
-                    "bootstrap.servers": self._settings.kafka,
-                    "group.id": f"pulse-console-tail-{uuid.uuid4().hex}",
-                    "enable.auto.commit": "false",
-                    "fetch.wait.max.ms": 10,
-                }
-            )
-        consumer = self._consumer
+        consumer = self._kafka.get()
         starts, remaining = [], {}
         for topic in topics:
             metadata = consumer.list_topics(topic, timeout=2).topics.get(topic)

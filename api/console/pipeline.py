@@ -27,6 +27,7 @@ import redis
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.console.kafka_clients import close_when_free
 from pulse.keys import RedisKeys
 from pulse.settings import Settings
 from pulse.status import (
@@ -112,18 +113,15 @@ class PipelineReader:
             return reading
 
     def close(self, wait_s: float = 0.5) -> None:
-        """Close the clients, unless a reading still holds them (Kafka down: its
-        calls time out on their own; the process is ending anyway)."""
-        if not self._lock.acquire(timeout=wait_s):
-            return
-        try:
-            for consumer in (self._plain, self._dispatch_group):
-                if consumer is not None:
-                    consumer.close()
-            self._plain = self._dispatch_group = None
-            self._redis.close()
-        finally:
-            self._lock.release()
+        """Close the clients, unless a reading still holds them (kafka_clients.py)."""
+        close_when_free(self._lock, self._close, wait_s)
+
+    def _close(self) -> None:
+        for consumer in (self._plain, self._dispatch_group):
+            if consumer is not None:
+                consumer.close()
+        self._plain = self._dispatch_group = None
+        self._redis.close()
 
     # -- the sources -----------------------------------------------------------------
 

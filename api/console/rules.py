@@ -12,14 +12,14 @@ sees the whole set it would go live in.
 from __future__ import annotations
 
 import difflib
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
+from api.console.kafka_clients import LazyConsumer
 from api.console.lift import Lift, lift_of
 from engine.control import RulesDeployed
 from engine.rules.validate import Loaded, base_name, load, rule_set_files
@@ -67,9 +67,11 @@ class LiveRules:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._lock = threading.Lock()
+        self._kafka = LazyConsumer(
+            {"bootstrap.servers": settings.kafka, "group.id": "pulse-console-rules"}
+        )
+        self._lock = self._kafka.lock  # reads of the set, and of the consumer
         self._cached: tuple[int, LiveSet] | None = None
-        self._consumer: Consumer | None = None
 
     def live(self) -> LiveSet:
         with self._lock:
@@ -97,27 +99,16 @@ class LiveRules:
             self._cached = None
 
     def close(self, wait_s: float = 0.5) -> None:
-        """As ``PipelineReader.close``: not while a read still holds the consumer."""
-        if not self._lock.acquire(timeout=wait_s):
-            return
-        try:
-            if self._consumer is not None:
-                self._consumer.close()
-                self._consumer = None
-        finally:
-            self._lock.release()
+        self._kafka.close(wait_s)
 
     def _control_end(self) -> int:
         topic = self._settings.control_topic
-        if self._consumer is None:
-            self._consumer = Consumer(
-                {"bootstrap.servers": self._settings.kafka, "group.id": "pulse-console-rules"}
-            )
-        metadata = self._consumer.list_topics(topic, timeout=2).topics.get(topic)
+        consumer = self._kafka.get()
+        metadata = consumer.list_topics(topic, timeout=2).topics.get(topic)
         if metadata is None or metadata.error is not None:
             return 0
         return sum(
-            self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=2)[1]
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=2)[1]
             for p in metadata.partitions
         )
 
