@@ -202,6 +202,8 @@ class _ItemPartition(StatelessSinkPartition[tuple[str, ItemUpdate]]):
             if item.price is not None:
                 fields += ["price", repr(item.price)]
             commands.append(("HSET", keys.item(sku), *fields))
+            if item.category:
+                commands.append(("HSET", keys.item_categories(), sku, item.category))
         for name, members in ranked.items():
             commands.append(("ZADD", keys.ranking(name), *members))
         self._trims += 1

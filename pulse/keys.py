@@ -51,6 +51,11 @@ class RedisKeys:
         """An item's similar items (engine/recs/relations.py), MessagePack."""
         return f"{self.prefix}:item:{{{sku}}}:similar"
 
+    def item_categories(self) -> str:
+        """Each item's category (sku -> category), one hash: what the API shows
+        for the items of the overall lists, which hold bare SKUs."""
+        return f"{self.prefix}:rank:categories"
+
     def ranking(self, name: str) -> str:
         """A popularity list (engine/recs/trending.py: ``popular``, ``trending``,
         ``popular:{category}``, ``trending:{category}``), a sorted set."""

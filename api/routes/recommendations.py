@@ -123,9 +123,11 @@ async def get_recommendations(
             stale.append((category, key))
         else:
             popular_in[category] = cached
+    # The overall lists' items of unknown category: once per SKU per process.
+    uncategorised = lists.unknown_categories(popular_key, trending_key)
     similar_raw: list[Any] = []
     scores: list[float | None] = []
-    if stale or (wanted and bought):
+    if stale or uncategorised or (wanted and bought):
         pipe = redis.pipeline(transaction=False)
         if wanted:
             pipe.mget([keys.similar(sku) for sku in wanted])
@@ -133,11 +135,16 @@ async def get_recommendations(
             pipe.zrevrange(key, 0, READ - 1, withscores=True)
         if bought:
             pipe.zmscore(popular_key, bought)
+        if uncategorised:
+            pipe.hmget(keys.item_categories(), uncategorised)
         answers = list(await pipe.execute())
         similar_raw = answers.pop(0) if wanted else []
         for category, key in stale:
             popular_in[category] = lists.put(key, answers.pop(0), clock)
         scores = answers.pop(0) if bought else []
+        if uncategorised:
+            lists.learn_categories(uncategorised, answers.pop(0), [popular_key, trending_key])
+            popular, trending = lists.items(popular_key), lists.items(trending_key)
     elif wanted:
         similar_raw = await redis.mget([keys.similar(sku) for sku in wanted])
     elif bought:

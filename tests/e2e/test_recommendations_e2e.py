@@ -67,6 +67,8 @@ def test_a_category_viewed_rises_in_the_next_request_and_strangers_get_trending(
     status, stranger = _get(settings, "/v1/customers/nobody/recommendations?k=10")
     assert status == 200 and stranger["strategy"] == "trending"
     assert {item["reason"] for item in stranger["items"]} <= {"popular", "trending"}
+    # The overall lists hold bare SKUs: their categories come from the items.
+    assert stranger["items"] and all(item["category"] for item in stranger["items"]), stranger
 
     # Bea looks at one mug, then at candles, one after another.
     produce_events(stack, _views("bea", "mugs", range(1), 0, now + 100))

@@ -36,3 +36,21 @@ def test_a_longer_read_than_kept_reads_again() -> None:
     kept = lists.put("k", [(b"a", 3.0)], 100.0, length=50)
     assert lists.get("k", 100.1, length=50) is kept
     assert lists.get("k", 100.1, length=101) is None
+
+
+def test_overall_lists_get_their_categories_once_per_sku() -> None:
+    """The overall lists hold bare SKUs: each unknown one is asked for once,
+    and an item the hash has no category for is not asked for again."""
+    lists = SharedLists(ttl_s=1.0)
+    lists.put("popular", [(b"a", 3.0), (b"b", 2.0), (b"c", 1.0)], 100.0)
+    lists.put("trending", [(b"c", 3.0), (b"d", 2.0)], 100.0)
+    missing = lists.unknown_categories("popular", "trending")
+    assert missing == ["a", "b", "c", "d"]
+    lists.learn_categories(missing, [b"mugs", None, b"garden", b"mugs"], ["popular", "trending"])
+    assert [s.category for s in lists.items("popular")] == ["mugs", None, "garden"]
+    assert [s.category for s in lists.items("trending")] == ["garden", "mugs"]
+    assert lists.unknown_categories("popular", "trending") == []
+    # A fresh read of a list knows the categories already read; only new SKUs are asked.
+    lists.put("popular", [(b"e", 4.0), (b"a", 3.0), (b"b", 2.0)], 101.5)
+    assert [s.category for s in lists.items("popular")] == [None, "mugs", None]
+    assert lists.unknown_categories("popular", "trending") == ["e"]
