@@ -1,7 +1,7 @@
 """The personalization dataflow; steps follow the flow drawn in DESIGN.md.
 
     events_in -> route (decode, sort, stamp: one call per batch, dataflows/batches.py)
-      -> progress_out (positions and counts -> Redis, for pulse status)
+      -> progress_out (positions and counts -> Redis, for pulse status; built last)
       -> dead letters -> events_dlq
       -> anonymous-only events, links -------> resolve_identity (per anonymous id) --+
       -> events with a customer id ----------------------------------------------------+
@@ -100,7 +100,6 @@ def build_flow(
     reports = CaughtUpReports(settings.redis, keys)
     raw = op.input("events_in", flow, events_source(settings, reports, partition_time, layout))
     routed: Stream[Routed] = op.flat_map_batch("route", raw, partial(_route, partition_time))
-    op.output("progress_out", routed, RedisProgressSink(settings.redis, keys))
     dead = op.flat_map_batch("dead_letters", routed, partial(_dead_letters, settings))
     kafka_output(settings, layout, "events_dlq", dead)
     direct = op.flat_map_batch("known_customer", routed, _customers)
@@ -144,13 +143,16 @@ def build_flow(
     outputs: Stream[Outputs] = op.flat_map_batch(
         "gather", op.merge("all_effects", identities, customers), _gather
     )
-    op.output("profiles_out", outputs, RedisProfileSink(settings.redis, keys))
+    # Timely runs a worker's operators in the order they were built, so the
+    # triggers are handed to Kafka before the batch's Redis writes, not after
+    # them: a trigger waits for no Redis round trip.
     kafka_output(
         settings,
         layout,
         "triggers_out",
         op.flat_map_batch("trigger_records", outputs, partial(_trigger_records, settings)),
     )
+    op.output("profiles_out", outputs, RedisProfileSink(settings.redis, keys))
     kafka_output(
         settings,
         layout,
@@ -194,6 +196,9 @@ def build_flow(
             op.flat_map_batch("nba_records", effects, partial(nba_records, settings)),
         )
         op.output("nba_serving", effects, RedisNbaSink(settings.redis, keys))
+    # Positions last: a batch's position reaches Redis after what the batch
+    # changed (pulse status, and "caught up" for whoever waits on it).
+    op.output("progress_out", routed, RedisProgressSink(settings.redis, keys))
     return flow
 
 
