@@ -54,7 +54,7 @@ class RedisKeys:
     def item_categories(self) -> str:
         """Each item's category (sku -> category), one hash: what the API shows
         for the items of the overall lists, which hold bare SKUs."""
-        return f"{self.prefix}:rank:categories"
+        return f"{self.prefix}:items:categories"
 
     def ranking(self, name: str) -> str:
         """A popularity list (engine/recs/trending.py: ``popular``, ``trending``,
