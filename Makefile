@@ -4,6 +4,11 @@
 
 PULSE := .venv/bin/pulse
 PYTEST_ARGS ?=
+# Test files run on 2 workers (pytest-xdist), one file per worker at a time, so a
+# module's shared fixtures start once: much of the suite waits on Kafka, Redis
+# and child processes, and the other worker uses that time. PYTEST_WORKERS=0
+# runs everything in one process.
+PYTEST_WORKERS ?= 2
 
 setup:
 	@scripts/bootstrap
@@ -14,7 +19,7 @@ demo: setup
 # Exit code 5 (no tests collected) counts as a failure: a suite that ran
 # nothing proves nothing.
 test: setup
-	@.venv/bin/python -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	@.venv/bin/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected" >&2; exit 1; fi; exit $$rc
 
 lint: setup

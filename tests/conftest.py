@@ -8,6 +8,7 @@ its topics and keys are removed afterwards.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 import redis
 
 from pulse import services
+from pulse.services.kafka import LocalKafka
 from pulse.settings import Settings, load_settings
 from tests.helpers import isolated_settings
 
@@ -32,6 +34,22 @@ def live_services(base_settings: Settings) -> Settings:
     """Kafka and Redis up (started if absent) for the whole session."""
     services.up(base_settings, create_topics=False)
     return base_settings
+
+
+@pytest.fixture(scope="session")
+def kafka_jars(base_settings: Settings) -> Path:
+    """Kafka's jars, fetched once into the project's cache as `pulse services up` does.
+
+    Tests that run a broker of their own in a temporary cache link its ``lib`` here
+    (``tests.helpers.link_kafka_jars``) instead of running Maven again for each
+    test. A lock keeps parallel test workers from fetching into the same folder.
+    """
+    local = LocalKafka(base_settings.cache_dir, base_settings.local_kafka_port)
+    local.home.mkdir(parents=True, exist_ok=True)
+    with open(local.home / "install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        local.install()
+    return local.lib
 
 
 @pytest.fixture

@@ -135,6 +135,14 @@ class PulseProcess:
         self._out.close()
 
 
+def link_kafka_jars(cache_dir: str | Path, jars: Path) -> None:
+    """Give a temporary cache the session's Kafka jars (the ``kafka_jars`` fixture),
+    so the broker started there needs no Maven run of its own."""
+    home = Path(cache_dir) / "kafka"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "lib").symlink_to(jars.resolve(), target_is_directory=True)
+
+
 def json_lines(text: str) -> list[Any]:
     return [orjson.loads(line) for line in text.splitlines() if line.strip()]
 

@@ -49,7 +49,9 @@ def stack(pulse_settings: Settings, tmp_path: Path, rules_dir: Path) -> Iterator
         PulseProcess(settings, tmp_path, "dispatcher", "dispatch"),
     ]
     try:
-        wait_for(lambda: get(settings, "/readyz")[0] == 200 or _dead(procs), 30, "API ready")
+        # Three interpreters import at once, while the other test worker runs:
+        # as long a start-up as the console's stack allows (test_console_browser).
+        wait_for(lambda: get(settings, "/readyz")[0] == 200 or _dead(procs), 60, "API ready")
         assert not _dead(procs), _logs(procs)
         yield settings
         assert not _dead(procs), "a process died during the test:\n" + _logs(procs)

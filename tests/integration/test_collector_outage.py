@@ -18,7 +18,7 @@ from api.app import create_app
 from pulse import services
 from pulse.services.kafka import LocalKafka, ensure_topics
 from pulse.settings import Settings, load_settings
-from tests.helpers import consume, value_of
+from tests.helpers import consume, link_kafka_jars, value_of
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ def _event(i: int) -> bytes:
 
 
 def test_kafka_down_gives_503_and_acknowledged_events_survive(
-    live_services: Settings, tmp_path: Path
+    live_services: Settings, tmp_path: Path, kafka_jars: Path
 ) -> None:
     settings = load_settings(
         environ={},
@@ -39,6 +39,7 @@ def test_kafka_down_gives_503_and_acknowledged_events_survive(
         partitions=2,
         ack_timeout_s=1.0,
     )
+    link_kafka_jars(settings.cache_dir, kafka_jars)
     broker = LocalKafka(settings.cache_dir, 19192)
     try:
         services.up(settings)

@@ -18,12 +18,12 @@ from pulse import services
 from pulse.services.kafka import LocalKafka, ensure_topics
 from pulse.services.redis_server import LocalRedis
 from pulse.settings import load_settings
-from tests.helpers import consume, produce
+from tests.helpers import consume, link_kafka_jars, produce
 
 pytestmark = pytest.mark.integration
 
 
-def test_sigkill_then_status_down_then_up_keeps_data(tmp_path: Path) -> None:
+def test_sigkill_then_status_down_then_up_keeps_data(tmp_path: Path, kafka_jars: Path) -> None:
     settings = load_settings(
         environ={},
         cache_dir=str(tmp_path / "cache"),
@@ -33,6 +33,7 @@ def test_sigkill_then_status_down_then_up_keeps_data(tmp_path: Path) -> None:
         topic_prefix="svc",
         partitions=1,
     )
+    link_kafka_jars(settings.cache_dir, kafka_jars)
     try:
         assert sorted(services.up(settings)) == ["kafka", "redis"]
         assert services.up(settings) == []  # idempotent: running servers are reused
