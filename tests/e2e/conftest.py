@@ -42,6 +42,12 @@ def stack(pulse_settings: Settings, tmp_path: Path, rules_dir: Path) -> Iterator
         write_keys=(WRITE_KEY,),
         read_keys=(READ_KEY,),
         rules_dir=str(rules_dir),
+        # The collector waits up to 20 s for Kafka's acknowledgement, not 5: on
+        # two cores shared by two test workers (one of which may be starting a
+        # Kafka of its own, tests/integration/test_collector_outage.py), the
+        # shared broker once took longer and a batch got 503 "resend these".
+        # What these tests check is counting, not the broker's speed.
+        ack_timeout_s=20.0,
     )
     procs = [
         PulseProcess(settings, tmp_path, "dataflow", "run"),
