@@ -82,7 +82,8 @@ class ItemLogic(StatefulBatchLogic[list[ItemSignal | PairSignal], ItemUpdate, by
     additions in the same order give the same bits after a crash), and
     answered with what changed.
 
-    Similar items are served at most every ``RANK_EVERY_S``; relations that
+    Similar items are served about every ``RANK_EVERY_S`` (3.75 to 6.25 s,
+    drawn per ranking so items drift out of step); relations that
     changed meanwhile are ranked when Bytewax wakes the item, so the list
     served always ends as the one the final relations give, however the
     stream was cut into batches (a crash and a replay, or another number of
