@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from api.console.kafka_clients import LazyConsumer
 from api.console.lift import Lift, lift_of
@@ -62,6 +62,16 @@ class RuleRow:
         return lift_of(self.counts)
 
 
+# Errors of a partition whose leader is being chosen or moved.
+_LEADER_MOVING = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+    }
+)
+
+
 class LiveRules:
     """Reads the live set; the control topic is read again only when it grew."""
 
@@ -101,16 +111,28 @@ class LiveRules:
     def close(self, wait_s: float = 0.5) -> None:
         self._kafka.close(wait_s)
 
-    def _control_end(self) -> int:
+    def _control_end(self, attempts: int = 5) -> int:
+        """The control topic's end offsets, summed. A partition whose leader is
+        moving (a topic just created, a broker restarting) answers "not leader"
+        for a moment: asked again, a few times over about three seconds,
+        rather than failing the page."""
         topic = self._settings.control_topic
         consumer = self._kafka.get()
-        metadata = consumer.list_topics(topic, timeout=2).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            return 0
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=2)[1]
-            for p in metadata.partitions
-        )
+        for attempt in range(1, attempts + 1):
+            try:
+                metadata = consumer.list_topics(topic, timeout=2).topics.get(topic)
+                if metadata is None or metadata.error is not None:
+                    return 0
+                return sum(
+                    consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=2)[1]
+                    for p in metadata.partitions
+                )
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if attempt == attempts or not (isinstance(error, KafkaError) and error.retriable()):
+                    raise
+                time.sleep(0.3 * attempt)
+        raise AssertionError("unreachable")
 
 
 def rows(live: LiveSet, stats: dict[str, dict[str, int]]) -> list[RuleRow]:
