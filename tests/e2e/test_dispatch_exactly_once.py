@@ -11,6 +11,8 @@ with the same ``webhook-id``.
 
 from __future__ import annotations
 
+import re
+import threading
 import time
 from pathlib import Path
 
@@ -100,8 +102,13 @@ def test_two_dispatchers_share_the_triggers_and_deliver_each_once(
     n = 10 * N
     expected = {f"trig-{i:04d}" for i in range(n)}
     # Answers slow enough that one dispatcher's concurrent sends take seconds,
-    # and many are under way when the group rebalances.
-    with WebhookReceiver(SECRET, delay_s=0.2) as receiver:
+    # and many are under way when the group rebalances; slower still until
+    # the second dispatcher has partitions, so that it joins mid-stream
+    # however long its start takes (the first alone once finished all of
+    # them before the second's group join, in a CI run beside another test
+    # worker).
+    joined = threading.Event()
+    with WebhookReceiver(SECRET, delay_s=lambda: 0.2 if joined.is_set() else 0.5) as receiver:
         settings = routed(pulse_settings, receiver.url)
         produce(settings, settings.triggers_topic, triggers(n))
         procs = [PulseProcess(settings, tmp_path, "dispatcher-a", "dispatch")]
@@ -110,6 +117,13 @@ def test_two_dispatchers_share_the_triggers_and_deliver_each_once(
             # first is sending, and partitions change hands.
             wait_for(lambda: len(receiver.accepted) >= n // 10, 60, "a tenth delivered")
             procs.append(PulseProcess(settings, tmp_path, "dispatcher-b", "dispatch"))
+            wait_for(
+                lambda: re.search(r"partitions assigned: \[\d", procs[1].log_text()) is not None,
+                90,
+                "partitions for the second dispatcher",
+            )
+            joined.set()
+            assert len(receiver.accepted) < n, "the second joined after the last send"
             wait_for(lambda: receiver.accepted_ids() == expected, 90, "every trigger")
             time.sleep(1.0)
             assert all(p.alive() for p in procs)
