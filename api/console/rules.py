@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from api.console.kafka_clients import LazyConsumer
 from api.console.lift import Lift, lift_of
@@ -116,23 +116,30 @@ class LiveRules:
         moving (a topic just created, a broker restarting) answers "not leader"
         for a moment: asked again, a few times over about three seconds,
         rather than failing the page."""
-        topic = self._settings.control_topic
         consumer = self._kafka.get()
-        for attempt in range(1, attempts + 1):
+        for attempt in range(1, attempts):
             try:
-                metadata = consumer.list_topics(topic, timeout=2).topics.get(topic)
-                if metadata is None or metadata.error is not None:
-                    return 0
-                return sum(
-                    consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=2)[1]
-                    for p in metadata.partitions
-                )
+                return _end_offsets(consumer, self._settings.control_topic)
             except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                if attempt == attempts or not (isinstance(error, KafkaError) and error.retriable()):
+                if not _leader_moving(exc):
                     raise
                 time.sleep(0.3 * attempt)
-        raise AssertionError("unreachable")
+        return _end_offsets(consumer, self._settings.control_topic)
+
+
+def _end_offsets(consumer: Consumer, topic: str) -> int:
+    metadata = consumer.list_topics(topic, timeout=2).topics.get(topic)
+    if metadata is None or metadata.error is not None:
+        return 0
+    return sum(
+        consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=2)[1]
+        for p in metadata.partitions
+    )
+
+
+def _leader_moving(exc: KafkaException) -> bool:
+    error = exc.args[0] if exc.args else None
+    return isinstance(error, KafkaError) and (error.retriable() or error.code() in _LEADER_MOVING)
 
 
 def rows(live: LiveSet, stats: dict[str, dict[str, int]]) -> list[RuleRow]:
