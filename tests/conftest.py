@@ -8,7 +8,6 @@ its topics and keys are removed afterwards.
 
 from __future__ import annotations
 
-import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,13 +41,10 @@ def kafka_jars(base_settings: Settings) -> Path:
 
     Tests that run a broker of their own in a temporary cache link its ``lib`` here
     (``tests.helpers.link_kafka_jars``) instead of running Maven again for each
-    test. A lock keeps parallel test workers from fetching into the same folder.
+    test (``LocalKafka.install`` keeps parallel test workers from fetching at once).
     """
     local = LocalKafka(base_settings.cache_dir, base_settings.local_kafka_port)
-    local.home.mkdir(parents=True, exist_ok=True)
-    with open(local.home / "install.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        local.install()
+    local.install()
     return local.lib
 
 

@@ -9,6 +9,7 @@ with the JVM already on the machine.
 from __future__ import annotations
 
 import base64
+import fcntl
 import logging
 import re
 import shutil
@@ -57,9 +58,18 @@ class LocalKafka:
         return (self.lib / f"kafka_2.13-{KAFKA_VERSION}.jar").exists()
 
     def install(self) -> None:
-        """Fetch the broker jars with Maven once (about 43 MB)."""
+        """Fetch the broker jars with Maven once (about 43 MB). A lock file keeps
+        two processes starting at once (`make demo` beside `make test`, two
+        test workers) from fetching into the same folder."""
         if self.installed():
             return
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.home / "install.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not self.installed():  # the other one may have fetched them meanwhile
+                self._fetch()
+
+    def _fetch(self) -> None:
         java_major()  # fail early with a readable message
         mvn = shutil.which("mvn")
         if mvn is None:
@@ -67,7 +77,6 @@ class LocalKafka:
                 "Maven (mvn) is not installed: it fetches Kafka's jars once; "
                 "install it with `apt-get install maven`"
             )
-        self.home.mkdir(parents=True, exist_ok=True)
         pom = self.home / "pom.xml"
         pom.write_bytes((_RESOURCES / "pom.xml").read_bytes())
         tmp = self.home / "lib.partial"
