@@ -20,6 +20,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,14 @@ def drop_keys(settings: Settings) -> None:
     if batch:
         client.unlink(*batch)
     client.close()
+
+
+def day(text: str) -> float:
+    """A YYYY-MM-DD day (UTC) as epoch seconds: an argparse ``type``."""
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day as YYYY-MM-DD") from None
 
 
 def free_port() -> int:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import quality_recs
-from benchmarks.common import print_table, write_json
+from benchmarks.common import day, print_table, write_json
 from benchmarks.prequential import (
     DEFAULT_DATA,
     DEFAULT_MAPPING,
@@ -139,13 +139,6 @@ REPORTS: dict[str, Report] = {
 }
 
 
-def _day(text: str) -> float:
-    try:
-        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a day as YYYY-MM-DD") from None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.quality",
@@ -174,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="read only the first N rows")
     parser.add_argument(
         "--split-at",
-        type=_day,
+        type=day,
         default=None,
         metavar="YYYY-MM-DD",
         help="also report returning customers' figures before and from this day (UTC)",

@@ -35,14 +35,14 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from river import compose, forest, linear_model, optim, preprocessing
 
 from benchmarks import quality_recs
-from benchmarks.common import print_table, write_json
-from benchmarks.prequential import DEFAULT_DATA, DEFAULT_MAPPING, Columns, events, read_rows, replay
+from benchmarks.common import day, print_table, write_json
+from benchmarks.prequential import replay
+from benchmarks.tune_recs import retail_stream
 from engine import events as ev
 from engine.profile import CustomerState
 from engine.recs import ranker
@@ -260,17 +260,15 @@ VARIANTS: dict[str, Callable[[], list[Learned]]] = {
 }
 
 
-def _day(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.tune_learned",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--split-at", required=True, help="YYYY-MM-DD: replay only before it")
+    parser.add_argument(
+        "--split-at", required=True, type=day, help="YYYY-MM-DD: replay only before it"
+    )
     parser.add_argument(
         "--after", action="store_true", help="replay after the split too (chosen variants only)"
     )
@@ -286,11 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown or not names:
         parser.error(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
-    split = _day(args.split_at)
-    columns = Columns.load(DEFAULT_MAPPING, {})
-    stream = [
-        e for e in events(read_rows(DEFAULT_DATA, columns), columns) if args.after or e.ts < split
-    ]
+    split = args.split_at
+    stream = retail_stream(split, args.after)
     # First, the engine's own ranking through the same code (the model has no
     # say): where the order's products stood among all its candidates.
     learned = [Learned(name="hand score alone", model_weight=0.0)]

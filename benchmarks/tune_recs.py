@@ -30,10 +30,9 @@ import math
 import sys
 from collections.abc import Container
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from benchmarks import quality_recs
-from benchmarks.common import print_table, write_json
+from benchmarks.common import day, print_table, write_json
 from benchmarks.prequential import DEFAULT_DATA, DEFAULT_MAPPING, Columns, events, read_rows, replay
 from engine import events as ev
 from engine.profile import CustomerState
@@ -126,8 +125,11 @@ class Due(_History):
         return [sku for _, sku in scored[:k]]
 
 
-def _day(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+def retail_stream(split: float, after: bool = False) -> list[ev.BaseEvent]:
+    """The Online Retail events before ``split`` (all of them with ``after``),
+    in file order: what the tuning benchmarks replay."""
+    columns = Columns.load(DEFAULT_MAPPING, {})
+    return [e for e in events(read_rows(DEFAULT_DATA, columns), columns) if after or e.ts < split]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,13 +138,14 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--split-at", required=True, help="YYYY-MM-DD: replay only before it")
+    parser.add_argument(
+        "--split-at", required=True, type=day, help="YYYY-MM-DD: replay only before it"
+    )
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--out", default="tune_recs", help="results file name under results/")
     args = parser.parse_args(argv)
-    split = _day(args.split_at)
-    columns = Columns.load(DEFAULT_MAPPING, {})
-    stream = [e for e in events(read_rows(DEFAULT_DATA, columns), columns) if e.ts < split]
+    split = args.split_at
+    stream = retail_stream(split)
     methods: list[quality_recs.Method] = [
         quality_recs.PulseRecs(),
         Cover(name="cover"),
