@@ -14,12 +14,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from engine.rules.context import Scope
-from engine.rules.ruleset import Expression
+from engine.rules.ruleset import Expression, remember
 
 if TYPE_CHECKING:
     from engine.nba.book import CompiledAction
-
-_MEMO_SIZE = 4096  # distinct value tuples kept; cleared when full (as Expression's memo)
 
 
 def holds(condition: Expression | None, scope: Scope) -> bool:
@@ -58,9 +56,7 @@ class Eligibility:
         except TypeError:  # a list or a map among the values: not remembered
             return self._evaluate(scope)
         eligible = self._evaluate(scope)
-        if len(memo) >= _MEMO_SIZE:
-            memo.clear()
-        memo[key] = eligible
+        remember(memo, key, eligible)
         return eligible
 
     def _evaluate(self, scope: Scope) -> tuple[str, ...]:

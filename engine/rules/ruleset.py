@@ -70,9 +70,7 @@ class Expression:
             except TypeError:  # something else unhashable in it: not remembered
                 return self._execute(inputs)
         result = self._execute(inputs)
-        if len(memo) >= _MEMO_SIZE:
-            memo.clear()
-        memo[key] = result
+        remember(memo, key, result)
         return result
 
     def _execute(self, inputs: tuple[Any, ...]) -> Any:
@@ -80,6 +78,15 @@ class Expression:
         if self.functions:
             values.update(EXTRA_FUNCTIONS)
         return self.program.execute(values)
+
+
+def remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    """Keep ``value`` under ``key`` in a memo of results, bounded: a full memo
+    is cleared rather than evicted item by item (the values that repeat are
+    back within a few events)."""
+    if len(memo) >= _MEMO_SIZE:
+        memo.clear()
+    memo[key] = value
 
 
 class _Frozen(tuple[Any, ...]):
